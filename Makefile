@@ -1,0 +1,45 @@
+# Thin front end over CMake. The real build is CMakeLists.txt.
+#
+#   make          install missing Debian packages, configure and build (Release, portable)
+#   make test     build and run the unit tests
+#   make run      the main job: compress the embedded tiny model with OBR and evaluate it
+#   make bench    build and run the benchmarks in bench/
+#   make debug    ASan + UBSan build, whole test suite
+#   make clean
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD ?= build
+CMAKE_FLAGS ?=
+OBR := $(BUILD)/obr
+
+.PHONY: all deps configure build test run bench debug clean
+
+all: build
+
+deps:
+	@.ci/install-deps
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+configure: $(BUILD)/CMakeCache.txt
+
+build: deps configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd . && $(BUILD)/obr_tests
+
+run: build
+	data/fetch_text.sh
+	scripts/run_main.sh $(OBR)
+
+bench: build
+	bench/run_all.sh $(BUILD)
+
+debug: deps
+	cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug -DOBR_SANITIZE=ON $(CMAKE_FLAGS)
+	cmake --build build-debug -j $(JOBS)
+	build-debug/obr_tests
+
+clean:
+	rm -rf $(BUILD) build-debug

@@ -1,0 +1,44 @@
+// Progress and diagnostics go to stderr, results to stdout, so `obr ... > out.txt` keeps
+// only results. OBR_QUIET=1 (or --quiet) silences progress.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "core/check.h"
+
+namespace obr {
+
+bool log_quiet();
+void set_log_quiet(bool q);
+
+template <class... Args>
+void log_info(const Args&... args) {
+  if (log_quiet()) return;
+  std::string s = detail::concat(args...);
+  std::fprintf(stderr, "%s\n", s.c_str());
+}
+
+template <class... Args>
+void log_warn(const Args&... args) {
+  std::string s = detail::concat(args...);
+  std::fprintf(stderr, "warning: %s\n", s.c_str());
+}
+
+// Wall-clock seconds since construction.
+class Timer {
+ public:
+  Timer() : t0_(std::chrono::steady_clock::now()) {}
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point t0_;
+};
+
+// Peak resident set size of this process in bytes (VmHWM), 0 where unknown.
+size_t peak_rss_bytes();
+
+}  // namespace obr
