@@ -29,9 +29,16 @@ build: deps configure
 test: build
 	cd . && $(BUILD)/obr_tests
 
+# The main job on the embedded tiny model: FP perplexity, then OBR-GPTQ W4A4KV4 + 50% sparsity
+# and its perplexity on the same held-out text.
+MODEL ?= data/models/tiny
+METHOD ?= obr-gptq
+SPARSITY ?= --sparsity 0.5
 run: build
 	data/fetch_text.sh
-	scripts/run_main.sh $(OBR)
+	$(OBR) perplexity $(MODEL) --text data/text/eval.txt
+	$(OBR) compress $(MODEL) -o out/$(notdir $(MODEL))-$(METHOD) --method $(METHOD) $(SPARSITY) \
+	  --calib data/text/calib.txt --overwrite --eval data/text/eval.txt
 
 bench: build
 	bench/run_all.sh $(BUILD)

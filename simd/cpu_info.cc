@@ -2,6 +2,10 @@
 #include "simd/cpu_info.h"
 
 #ifdef OBR_WITH_HWY
+// Same target set as simd/kernels.cc (Highway 1.0.3 builds AVX3_DL only on request).
+#ifndef HWY_WANT_AVX3_DL
+#define HWY_WANT_AVX3_DL
+#endif
 #include <hwy/highway.h>
 #include <hwy/targets.h>
 #endif
@@ -13,6 +17,30 @@ std::string best_target_name() {
   return hwy::TargetName(hwy::SupportedAndGeneratedTargets()[0]);
 #else
   return "scalar (built without Highway)";
+#endif
+}
+
+std::vector<SimdTarget> runnable_targets() {
+  std::vector<SimdTarget> out;
+#ifdef OBR_WITH_HWY
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) out.push_back({t, hwy::TargetName(t)});
+#else
+  out.push_back({0, best_target_name()});
+#endif
+  return out;
+}
+
+ScopedTarget::ScopedTarget(const SimdTarget& target) {
+#ifdef OBR_WITH_HWY
+  hwy::SetSupportedTargetsForTest(target.id);
+#else
+  (void)target;
+#endif
+}
+
+ScopedTarget::~ScopedTarget() {
+#ifdef OBR_WITH_HWY
+  hwy::SetSupportedTargetsForTest(0);  // back to the CPU's own list
 #endif
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -36,6 +37,20 @@ class Timer {
 
  private:
   std::chrono::steady_clock::time_point t0_;
+};
+
+// One progress line for a loop of `total` steps: redrawn in place on a terminal, otherwise
+// printed at about every 10% so logs stay short. Silent when log_quiet().
+class ProgressLine {
+ public:
+  explicit ProgressLine(std::string what);
+  void update(int64_t done, int64_t total, const std::string& detail = "");
+
+ private:
+  std::string what_;
+  Timer timer_;
+  bool tty_;
+  int64_t last_decile_ = -1;
 };
 
 // Peak resident set size of this process in bytes (VmHWM), 0 where unknown.

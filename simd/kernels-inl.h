@@ -1,0 +1,756 @@
+// Per-target code of the integer kernels, compiled once per SIMD target by simd/kernels.cc
+// (Highway foreach_target). The contracts are in kernels_ref.h, the layouts in packed_format.h,
+// the overall design in kernels.h. Vocabulary used below:
+//   VNNI group  16 rows x 4 columns of int8 weights = 64 bytes, byte 4*r + j; one int32 lane
+//               per row accumulates the 4 products of its row.
+//   kVB, kNV    bytes per vector (16 SSE, 32 AVX2, 64 AVX-512) and vectors per VNNI group.
+//   act         "staged" activations: uint8 rows of lda bytes, act = qa + kActOffset (mod 256),
+//               zero-code padded to lda, so every kernel reads whole groups without tail code.
+//   dot         raw int32 dot products of staged activations with weight codes, i.e.
+//               acc + kActOffset * row_sum[n]; the epilogue removes the offset.
+
+// Include guard that foreach_target toggles, so each target sees this file once.
+#if defined(OBR_SIMD_KERNELS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef OBR_SIMD_KERNELS_INL_H_
+#undef OBR_SIMD_KERNELS_INL_H_
+#else
+#define OBR_SIMD_KERNELS_INL_H_
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <hwy/highway.h>
+
+#include "core/check.h"
+#include "simd/kernels_ref.h"
+#include "simd/packed_format.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+HWY_BEFORE_NAMESPACE();
+// Highway 1.0.3's AVX3_DL attribute string names "avxvnni" (VEX, 256-bit) but not
+// "avx512vnni"; add it so _mm512_dpbusd_epi32 compiles here. Run-time dispatch only picks
+// AVX3_DL on CPUs with AVX512-VNNI (part of Highway's AVX3_DL feature group).
+#if HWY_TARGET == HWY_AVX3_DL && HWY_COMPILER_GCC_ACTUAL
+#pragma GCC target("avx512vnni")
+#endif
+// The f32 epilogue (float(acc) * sa) * sw + bias must round after every operation, exactly as
+// the scalar reference does: no fused multiply-add (GCC contracts by default in C++).
+#if HWY_COMPILER_GCC_ACTUAL
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace obr {
+namespace simd {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Whether this target uses vpdpbusd (AVX-512 VNNI) / vpexpandb (AVX-512 VBMI2).
+#define OBR_VNNI512 (HWY_TARGET == HWY_AVX3_DL && HWY_COMPILER_GCC_ACTUAL)
+#define OBR_X86_BYTE_DOT                                                                     \
+  (HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 ||         \
+   HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3)
+
+#if HWY_TARGET == HWY_SCALAR
+
+// One-lane vectors cannot hold a VNNI group: this target runs the reference kernels.
+void QuantizeRowsImpl(const float* x, int64_t T, int64_t K, int bits, float clip, int8_t* q,
+                      float* scale) {
+  quantize_act_rows_i8_ref(x, T, K, bits, clip, q, scale);
+}
+void MatmulImpl(const PackedWeights& W, const int8_t* qa, const float* sa, int64_t T, float* y,
+                int32_t* acc_out, const float* bias) {
+  int4_matmul_ref(W, qa, sa, T, y, acc_out, bias);
+}
+uint64_t SumU64Impl(const uint64_t* p, size_t n) {
+  uint64_t s = 0;
+  for (size_t i = 0; i < n; ++i) s += p[i];
+  return s;
+}
+
+#else  // vector targets
+
+#if HWY_HAVE_SCALABLE
+using DU8 = hn::FixedTag<uint8_t, 16>;  // scalable vectors are used 128 bits at a time
+#else
+using DU8 = hn::CappedTag<uint8_t, 64>;  // at most one VNNI group per vector
+#endif
+using DI8 = hn::Repartition<int8_t, DU8>;
+using DU16 = hn::Repartition<uint16_t, DU8>;
+using DU32 = hn::Repartition<uint32_t, DU8>;
+using DI32 = hn::Repartition<int32_t, DU8>;
+using DU64 = hn::Repartition<uint64_t, DU8>;
+using DF32 = hn::Repartition<float, DU8>;
+using VU8 = hn::Vec<DU8>;
+using VI8 = hn::Vec<DI8>;
+using VI32 = hn::Vec<DI32>;
+
+constexpr size_t kVB = hn::MaxLanes(DU8());   // bytes per vector
+constexpr size_t kNV = 64 / kVB;              // vectors per VNNI group
+constexpr size_t kRowsPerVec = kVB / 4;       // int32 lanes = rows per vector
+static_assert(kVB >= 16 && 64 % kVB == 0, "vectors of 16, 32 or 64 bytes");
+
+#if OBR_X86_BYTE_DOT
+constexpr int kActOffset = 128;  // x86 multiplies unsigned activations by signed weights
+#else
+constexpr int kActOffset = 0;    // portable path multiplies signed by signed
+#endif
+
+// Register blocking of the prefill micro-kernels: kNB row blocks (16 rows each) by kTR tokens.
+#if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3
+constexpr size_t kNB = 2, kTRDense = 12, kTR24 = 10;  // 32 zmm registers
+#elif HWY_TARGET == HWY_AVX2
+constexpr size_t kNB = 1, kTRDense = 4, kTR24 = 3;    // 16 ymm registers
+#elif OBR_X86_BYTE_DOT
+constexpr size_t kNB = 1, kTRDense = 2, kTR24 = 1;    // 16 xmm registers
+#else
+constexpr size_t kNB = 1, kTRDense = 2, kTR24 = 1;
+#endif
+constexpr size_t kTRMax = kTRDense > kTR24 ? kTRDense : kTR24;
+
+// Below this many multiply-adds a call runs on one thread: a parallel region costs more than
+// it saves (and much more on a busy machine, where a descheduled thread stalls the barrier).
+constexpr int64_t kMinParallelMacs = int64_t(1) << 18;
+
+HWY_INLINE uint32_t LoadU32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+HWY_INLINE uint64_t LoadU64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// acc[i] += sum_{j < 4} a[4i + j] * w[4i + j], exactly: a staged activation bytes, w int8 codes.
+HWY_INLINE VI32 Dot4(VI32 acc, VU8 a, VI8 w) {
+#if OBR_VNNI512
+  return VI32{_mm512_dpbusd_epi32(acc.raw, a.raw, w.raw)};
+#elif HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  // u8 * s8 pairs sum to at most 2 * 255 * 128 < 2^15: vpmaddubsw never saturates here.
+  const __m512i p16 = _mm512_maddubs_epi16(a.raw, w.raw);
+  return hn::Add(acc, VI32{_mm512_madd_epi16(p16, _mm512_set1_epi16(1))});
+#elif HWY_TARGET == HWY_AVX2
+  const __m256i p16 = _mm256_maddubs_epi16(a.raw, w.raw);
+  return hn::Add(acc, VI32{_mm256_madd_epi16(p16, _mm256_set1_epi16(1))});
+#elif OBR_X86_BYTE_DOT
+  const __m128i p16 = _mm_maddubs_epi16(a.raw, w.raw);
+  return hn::Add(acc, VI32{_mm_madd_epi16(p16, _mm_set1_epi16(1))});
+#else
+  // Portable: sign-extend byte b of every 32-bit lane with two shifts, multiply in int32.
+  const DI32 d32;
+  const VI32 a32 = hn::BitCast(d32, a), w32 = hn::BitCast(d32, w);
+  acc = hn::Add(acc, hn::Mul(hn::ShiftRight<24>(hn::ShiftLeft<24>(a32)),
+                             hn::ShiftRight<24>(hn::ShiftLeft<24>(w32))));
+  acc = hn::Add(acc, hn::Mul(hn::ShiftRight<24>(hn::ShiftLeft<16>(a32)),
+                             hn::ShiftRight<24>(hn::ShiftLeft<16>(w32))));
+  acc = hn::Add(acc, hn::Mul(hn::ShiftRight<24>(hn::ShiftLeft<8>(a32)),
+                             hn::ShiftRight<24>(hn::ShiftLeft<8>(w32))));
+  return hn::Add(acc, hn::Mul(hn::ShiftRight<24>(a32), hn::ShiftRight<24>(w32)));
+#endif
+}
+
+// Broadcast 4 (8) activation bytes to every 32-bit (64-bit) lane.
+HWY_INLINE VU8 Bcast4(const uint8_t* p) {
+  return hn::BitCast(DU8(), hn::Set(DU32(), LoadU32(p)));
+}
+HWY_INLINE VU8 Bcast8(const uint8_t* p) {
+  return hn::BitCast(DU8(), hn::Set(DU64(), LoadU64(p)));
+}
+
+// Nibbles of x -> int8 codes (u4 - 8): low nibbles and high nibbles.
+HWY_INLINE VI8 LowCodes(VU8 x) {
+  const DU8 du8;
+  return hn::BitCast(DI8(), hn::Sub(hn::And(x, hn::Set(du8, 0x0F)), hn::Set(du8, 8)));
+}
+HWY_INLINE VI8 HighCodes(VU8 x) {
+  const DU8 du8;
+  const VU8 hi = hn::BitCast(du8, hn::ShiftRight<4>(hn::BitCast(DU16(), x)));
+  return hn::BitCast(DI8(), hn::Sub(hn::And(hi, hn::Set(du8, 0x0F)), hn::Set(du8, 8)));
+}
+
+// 2:4 indices of sub-chunk part `meta` (16 bytes, packed_format.h) for vector v of the group:
+// shuffle indices into the 8 activations of the sub-chunk, (e / 2) * 4 + i.
+HWY_INLINE VU8 Sparse24Indices(const uint8_t* meta, size_t v) {
+  const DU8 du8;
+  const DU64 du64;
+  // Row quad L lives in 128-bit block L of the group: shift it right by 2L bits.
+  alignas(64) static constexpr uint64_t kShift[8] = {0, 0, 2, 2, 4, 4, 6, 6};
+  const auto shift = hn::LoadU(du64, kShift + v * hn::Lanes(du64));
+  const VU8 m = hn::BitCast(du8, hn::LoadDup128(du8, meta) /*same 16 bytes in every block*/);
+  const VU8 i = hn::BitCast(du8, hn::BitCast(du64, m) >> shift);
+  const VU8 base = hn::BitCast(du8, hn::Set(DU32(), 0x04040000u));  // e = 0,1 -> 0; e = 2,3 -> 4
+  return hn::Or(hn::And(i, hn::Set(du8, 3)), base);
+}
+
+#if OBR_VNNI512
+// Unstructured half: the compacted int8 codes in c (first popcount(mask) bytes) moved to
+// the set positions of mask, zero elsewhere.
+HWY_INLINE VI8 Expand(VI8 c, uint64_t mask) {
+  return VI8{_mm512_maskz_expand_epi8(mask, c.raw)};
+}
+#endif
+
+// Unstructured half, portable: scalar expansion of the nibbles (low or high) at p.
+HWY_INLINE void ExpandScalar(const uint8_t* p, uint64_t mask, int shift, int8_t* out64) {
+  int i = 0;
+  for (int pos = 0; pos < 64; ++pos) {
+    if ((mask >> pos) & 1) {
+      out64[pos] = int8_t(int((p[i] >> shift) & 15) - 8);
+      ++i;
+    } else {
+      out64[pos] = 0;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations and epilogue
+
+// Stages rows [t0, t1) of qa [T, K] into act (row t at act + (t - t0) * lda): qa + kActOffset,
+// columns K..lda-1 and rows >= T get the code 0.
+void StageActivations(const int8_t* qa, int64_t T, int64_t K, int64_t t0, int64_t t1, int64_t lda,
+                      uint8_t* act) {
+  const DU8 du8;
+  const size_t N = hn::Lanes(du8);
+  const uint8_t zero = uint8_t(kActOffset);
+  const auto off = hn::Set(du8, uint8_t(kActOffset));
+  for (int64_t t = t0; t < t1; ++t) {
+    uint8_t* dst = act + (t - t0) * lda;
+    int64_t k = 0;
+    if (t < T) {
+      const uint8_t* src = reinterpret_cast<const uint8_t*>(qa + t * K);
+      for (; k + int64_t(N) <= K; k += int64_t(N)) {
+        hn::StoreU(hn::Xor(hn::LoadU(du8, src + k), off), du8, dst + k);
+      }
+      for (; k < K; ++k) dst[k] = uint8_t(src[k] ^ zero);
+    }
+    for (; k < lda; ++k) dst[k] = zero;
+  }
+}
+
+// Turns the raw dots of 16 rows [n0, n0 + 16) of one token into y (and acc_out):
+//   acc = dot - kActOffset * row_sum[n];  y = (float(acc) * sa_t) * scale[n] (+ bias[n]).
+void Epilogue16(const int32_t* dot, const PackedWeights& W, int64_t n0, float sa_t,
+                const float* bias, float* y_row, int32_t* acc_row) {
+  const DI32 d32;
+  const DF32 df;
+  const size_t NL = hn::Lanes(d32);
+  const int32_t* rs = W.row_sum.data() + n0;
+  const float* sw = W.scale.data() + n0;
+  if (n0 + kRowBlock <= W.n_out) {
+    for (size_t i = 0; i < size_t(kRowBlock); i += NL) {
+      VI32 acc = hn::Load(d32, dot + i);
+      if (kActOffset) acc = hn::Sub(acc, hn::ShiftLeft<7>(hn::LoadU(d32, rs + i)));
+      auto v = hn::Mul(hn::Mul(hn::ConvertTo(df, acc), hn::Set(df, sa_t)), hn::LoadU(df, sw + i));
+      if (bias) v = hn::Add(v, hn::LoadU(df, bias + n0 + int64_t(i)));
+      hn::StoreU(v, df, y_row + n0 + int64_t(i));
+      if (acc_row) hn::StoreU(acc, d32, acc_row + n0 + int64_t(i));
+    }
+  } else {  // last, partial block: the same IEEE operations one at a time
+    for (int64_t i = 0; n0 + i < W.n_out; ++i) {
+      const int32_t acc = dot[i] - kActOffset * rs[i];
+      float v = (float(acc) * sa_t) * sw[i];
+      if (bias) v = v + bias[n0 + i];
+      y_row[n0 + i] = v;
+      if (acc_row) acc_row[n0 + i] = acc;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode (T <= 4): stream one row block's packed weights once, for NT tokens.
+// act[t] = staged row of token t. dot[t][16] receives the raw dots.
+
+template <size_t NT>
+HWY_INLINE void DenseRowBlock(const uint8_t* blk, size_t nchunks, const uint8_t* const* act,
+                              int32_t (*dot)[kRowBlock]) {
+  const DI32 d32;
+  // On AVX-512 (one vector per group) two chunks per step keep 4 dot chains in flight.
+  constexpr size_t kU = kNV == 1 ? 2 : 1;
+  VI32 acc[NT][kNV][2 * kU];
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < NT; ++t)
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v)
+      HWY_UNROLL(16)
+      for (size_t j = 0; j < 2 * kU; ++j) acc[t][v][j] = hn::Zero(d32);
+  size_t c = 0;
+  for (; c + kU <= nchunks; c += kU) {
+    HWY_UNROLL(16)
+    for (size_t u = 0; u < kU; ++u) {
+      const uint8_t* p = blk + (c + u) * 64;
+      HWY_UNROLL(16)
+      for (size_t v = 0; v < kNV; ++v) {
+        const VU8 x = hn::Load(DU8(), p + v * kVB);
+        const VI8 lo = LowCodes(x), hi = HighCodes(x);  // columns 0..3 and 4..7 of the chunk
+        HWY_UNROLL(16)
+        for (size_t t = 0; t < NT; ++t) {
+          const uint8_t* a = act[t] + (c + u) * 8;
+          acc[t][v][2 * u] = Dot4(acc[t][v][2 * u], Bcast4(a), lo);
+          acc[t][v][2 * u + 1] = Dot4(acc[t][v][2 * u + 1], Bcast4(a + 4), hi);
+        }
+      }
+    }
+  }
+  for (; c < nchunks; ++c) {
+    const uint8_t* p = blk + c * 64;
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v) {
+      const VU8 x = hn::Load(DU8(), p + v * kVB);
+      const VI8 lo = LowCodes(x), hi = HighCodes(x);
+      HWY_UNROLL(16)
+      for (size_t t = 0; t < NT; ++t) {
+        const uint8_t* a = act[t] + c * 8;
+        acc[t][v][0] = Dot4(acc[t][v][0], Bcast4(a), lo);
+        acc[t][v][1] = Dot4(acc[t][v][1], Bcast4(a + 4), hi);
+      }
+    }
+  }
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < NT; ++t) {
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v) {
+      VI32 s = acc[t][v][0];
+      HWY_UNROLL(16)
+      for (size_t j = 1; j < 2 * kU; ++j) s = hn::Add(s, acc[t][v][j]);
+      hn::Store(s, d32, dot[t] + v * kRowsPerVec);
+    }
+  }
+}
+
+template <size_t NT>
+HWY_INLINE void Sparse24RowBlock(const uint8_t* blk, size_t nchunks, const uint8_t* const* act,
+                                 int32_t (*dot)[kRowBlock]) {
+  const DI32 d32;
+  VI32 acc[NT][kNV][2];
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < NT; ++t)
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v) acc[t][v][0] = acc[t][v][1] = hn::Zero(d32);
+  for (size_t c = 0; c < nchunks; ++c) {
+    const uint8_t* p = blk + c * kSparse24ChunkBytes;
+    HWY_UNROLL(16)
+    for (size_t h = 0; h < 2; ++h) {  // value half h holds sub-chunks 2h (low) and 2h + 1 (high)
+      HWY_UNROLL(16)
+      for (size_t v = 0; v < kNV; ++v) {
+        const VU8 x = hn::Load(DU8(), p + 64 * h + v * kVB);
+        const VI8 w[2] = {LowCodes(x), HighCodes(x)};
+        HWY_UNROLL(16)
+        for (size_t e2 = 0; e2 < 2; ++e2) {
+          const size_t s = 2 * h + e2;
+          const VU8 idx = Sparse24Indices(p + 128 + 16 * s, v);
+          HWY_UNROLL(16)
+          for (size_t t = 0; t < NT; ++t) {
+            const VU8 window = Bcast8(act[t] + c * 32 + s * 8);
+            acc[t][v][e2] = Dot4(acc[t][v][e2], hn::TableLookupBytes(window, idx), w[e2]);
+          }
+        }
+      }
+    }
+  }
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < NT; ++t)
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v)
+      hn::Store(hn::Add(acc[t][v][0], acc[t][v][1]), d32, dot[t] + v * kRowsPerVec);
+}
+
+template <size_t NT>
+HWY_INLINE void UnstructuredRowBlock(const uint8_t* vals, const uint64_t* masks, size_t nchunks,
+                                     const uint8_t* const* act, int32_t (*dot)[kRowBlock]) {
+  const DI32 d32;
+  VI32 acc[NT][kNV][2];
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < NT; ++t)
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v) acc[t][v][0] = acc[t][v][1] = hn::Zero(d32);
+  for (size_t c = 0; c < nchunks; ++c) {
+    const uint64_t mA = masks[2 * c], mB = masks[2 * c + 1];
+    VI8 w[kNV][2];
+#if OBR_VNNI512
+    const VU8 x = hn::LoadU(DU8(), vals);  // data is padded: 64 bytes are always readable
+    w[0][0] = Expand(LowCodes(x), mA);
+    w[0][1] = Expand(HighCodes(x), mB);
+#else
+    alignas(64) int8_t tmp[2][64];
+    ExpandScalar(vals, mA, 0, tmp[0]);
+    ExpandScalar(vals, mB, 4, tmp[1]);
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v) {
+      w[v][0] = hn::Load(DI8(), tmp[0] + v * kVB);
+      w[v][1] = hn::Load(DI8(), tmp[1] + v * kVB);
+    }
+#endif
+    vals += std::max(__builtin_popcountll(mA), __builtin_popcountll(mB));
+    HWY_UNROLL(16)
+    for (size_t t = 0; t < NT; ++t) {
+      const uint8_t* a = act[t] + c * 8;
+      HWY_UNROLL(16)
+      for (size_t v = 0; v < kNV; ++v) {
+        acc[t][v][0] = Dot4(acc[t][v][0], Bcast4(a), w[v][0]);
+        acc[t][v][1] = Dot4(acc[t][v][1], Bcast4(a + 4), w[v][1]);
+      }
+    }
+  }
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < NT; ++t)
+    HWY_UNROLL(16)
+    for (size_t v = 0; v < kNV; ++v)
+      hn::Store(hn::Add(acc[t][v][0], acc[t][v][1]), d32, dot[t] + v * kRowsPerVec);
+}
+
+template <size_t NT>
+void DecodeMatmul(const PackedWeights& W, const int8_t* qa, const float* sa, float* y,
+                  int32_t* acc_out, const float* bias) {
+  const int64_t K = W.k_in, N = W.n_out;
+  const int64_t lda = round_up(W.k_pad, 64);
+  AlignedBytes staged(size_t(NT * lda));
+  StageActivations(qa, int64_t(NT), K, 0, int64_t(NT), lda, staged.data());
+  const uint8_t* act[NT];
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < NT; ++t) act[t] = staged.data() + int64_t(t) * lda;
+  const int64_t nb = W.n_blocks();
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (int64_t(NT) * W.n_pad * W.k_pad >= kMinParallelMacs)
+#endif
+  for (int64_t b = 0; b < nb; ++b) {
+    alignas(64) int32_t dot[NT][kRowBlock];
+    switch (W.format) {
+      case Int4Format::kDense: {
+        const size_t nchunks = size_t(W.k_pad / kDenseChunkCols);
+        DenseRowBlock<NT>(W.data.data() + b * int64_t(nchunks) * 64, nchunks, act, dot);
+        break;
+      }
+      case Int4Format::kSparse24: {
+        const size_t nchunks = size_t(W.k_pad / kSparse24ChunkCols);
+        Sparse24RowBlock<NT>(W.data.data() + b * int64_t(nchunks) * kSparse24ChunkBytes, nchunks,
+                             act, dot);
+        break;
+      }
+      case Int4Format::kUnstructured: {
+        const size_t nchunks = size_t(W.k_pad / kUnstructuredChunkCols);
+        UnstructuredRowBlock<NT>(W.data.data() + W.block_offset[size_t(b)],
+                                 W.masks.data() + b * int64_t(nchunks) * 2, nchunks, act, dot);
+        break;
+      }
+    }
+    HWY_UNROLL(16)
+    for (size_t t = 0; t < NT; ++t) {
+      Epilogue16(dot[t], W, b * kRowBlock, sa[t], bias, y + int64_t(t) * N,
+                 acc_out ? acc_out + int64_t(t) * N : nullptr);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill (T > 4): decode a panel of nb <= kNB row blocks into a per-thread buffer, then run a
+// kNB x kTR register-blocked micro-kernel over the tokens.
+//   Dense / unstructured panel: int8 [k_pad / 4][nb][64]   (VNNI groups of all nb blocks)
+//   2:4 panel: [k_pad / 8][nb][2][64]: int8 kept codes, then uint8 shuffle indices, for each
+//   sub-chunk S of 8 columns (the kept values of groups 2S, 2S + 1 of every row).
+
+void DecodePanelDense(const PackedWeights& W, int64_t b0, size_t nb, int8_t* pw) {
+  const size_t nchunks = size_t(W.k_pad / kDenseChunkCols);
+  for (size_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = W.data.data() + (b0 + int64_t(b)) * int64_t(nchunks) * 64;
+    for (size_t c = 0; c < nchunks; ++c) {
+      HWY_UNROLL(16)
+      for (size_t v = 0; v < kNV; ++v) {
+        const VU8 x = hn::Load(DU8(), blk + c * 64 + v * kVB);
+        hn::Store(LowCodes(x), DI8(), pw + ((2 * c) * nb + b) * 64 + v * kVB);
+        hn::Store(HighCodes(x), DI8(), pw + ((2 * c + 1) * nb + b) * 64 + v * kVB);
+      }
+    }
+  }
+}
+
+void DecodePanelUnstructured(const PackedWeights& W, int64_t b0, size_t nb, int8_t* pw) {
+  const size_t nchunks = size_t(W.k_pad / kUnstructuredChunkCols);
+  for (size_t b = 0; b < nb; ++b) {
+    const uint8_t* vals = W.data.data() + W.block_offset[size_t(b0) + b];
+    const uint64_t* masks = W.masks.data() + (b0 + int64_t(b)) * int64_t(nchunks) * 2;
+    for (size_t c = 0; c < nchunks; ++c) {
+      const uint64_t mA = masks[2 * c], mB = masks[2 * c + 1];
+      int8_t* outA = pw + ((2 * c) * nb + b) * 64;
+      int8_t* outB = pw + ((2 * c + 1) * nb + b) * 64;
+#if OBR_VNNI512
+      const VU8 x = hn::LoadU(DU8(), vals);
+      hn::Store(Expand(LowCodes(x), mA), DI8(), outA);
+      hn::Store(Expand(HighCodes(x), mB), DI8(), outB);
+#else
+      ExpandScalar(vals, mA, 0, outA);
+      ExpandScalar(vals, mB, 4, outB);
+#endif
+      vals += std::max(__builtin_popcountll(mA), __builtin_popcountll(mB));
+    }
+  }
+}
+
+void DecodePanelSparse24(const PackedWeights& W, int64_t b0, size_t nb, uint8_t* pw) {
+  const size_t nchunks = size_t(W.k_pad / kSparse24ChunkCols);
+  for (size_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = W.data.data() + (b0 + int64_t(b)) * int64_t(nchunks) * kSparse24ChunkBytes;
+    for (size_t c = 0; c < nchunks; ++c) {
+      const uint8_t* p = blk + c * kSparse24ChunkBytes;
+      HWY_UNROLL(16)
+      for (size_t h = 0; h < 2; ++h) {
+        HWY_UNROLL(16)
+        for (size_t v = 0; v < kNV; ++v) {
+          const VU8 x = hn::Load(DU8(), p + 64 * h + v * kVB);
+          const VI8 w[2] = {LowCodes(x), HighCodes(x)};
+          HWY_UNROLL(16)
+          for (size_t e2 = 0; e2 < 2; ++e2) {
+            const size_t s = 2 * h + e2, S = 4 * c + s;
+            uint8_t* out = pw + ((S * nb + b) * 2) * 64 + v * kVB;
+            hn::Store(hn::BitCast(DU8(), w[e2]), DU8(), out);
+            hn::Store(Sparse24Indices(p + 128 + 16 * s, v), DU8(), out + 64);
+          }
+        }
+      }
+    }
+  }
+}
+
+// out [TR][NB * 16] = raw dots of TR staged token rows (act, stride lda) with the panel.
+template <size_t NB, size_t TR>
+HWY_NOINLINE void MicroDense(const int8_t* pw, size_t ngroups, const uint8_t* act, size_t lda,
+                             int32_t* out) {
+  constexpr size_t kW = NB * kNV;
+  const DI32 d32;
+  VI32 acc[TR][kW];
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < TR; ++t)
+    HWY_UNROLL(16)
+    for (size_t i = 0; i < kW; ++i) acc[t][i] = hn::Zero(d32);
+  for (size_t g = 0; g < ngroups; ++g) {
+    VI8 w[kW];
+    HWY_UNROLL(16)
+    for (size_t i = 0; i < kW; ++i) w[i] = hn::Load(DI8(), pw + g * NB * 64 + i * kVB);
+    HWY_UNROLL(16)
+    for (size_t t = 0; t < TR; ++t) {
+      const VU8 a = Bcast4(act + t * lda + 4 * g);
+      HWY_UNROLL(16)
+      for (size_t i = 0; i < kW; ++i) acc[t][i] = Dot4(acc[t][i], a, w[i]);
+    }
+  }
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < TR; ++t)
+    HWY_UNROLL(16)
+    for (size_t i = 0; i < kW; ++i) hn::Store(acc[t][i], d32, out + t * NB * 16 + i * kRowsPerVec);
+}
+
+template <size_t NB, size_t TR>
+HWY_NOINLINE void Micro24(const uint8_t* pw, size_t nsub, const uint8_t* act, size_t lda,
+                          int32_t* out) {
+  constexpr size_t kW = NB * kNV;
+  const DI32 d32;
+  VI32 acc[TR][kW];
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < TR; ++t)
+    HWY_UNROLL(16)
+    for (size_t i = 0; i < kW; ++i) acc[t][i] = hn::Zero(d32);
+  for (size_t S = 0; S < nsub; ++S) {
+    VI8 w[kW];
+    VU8 idx[kW];
+    HWY_UNROLL(16)
+    for (size_t i = 0; i < kW; ++i) {
+      const uint8_t* p = pw + (S * NB + i / kNV) * 128 + (i % kNV) * kVB;
+      w[i] = hn::Load(DI8(), reinterpret_cast<const int8_t*>(p));
+      idx[i] = hn::Load(DU8(), p + 64);
+    }
+    HWY_UNROLL(16)
+    for (size_t t = 0; t < TR; ++t) {
+      const VU8 window = Bcast8(act + t * lda + 8 * S);
+      HWY_UNROLL(16)
+      for (size_t i = 0; i < kW; ++i) {
+        acc[t][i] = Dot4(acc[t][i], hn::TableLookupBytes(window, idx[i]), w[i]);
+      }
+    }
+  }
+  HWY_UNROLL(16)
+  for (size_t t = 0; t < TR; ++t)
+    HWY_UNROLL(16)
+    for (size_t i = 0; i < kW; ++i) hn::Store(acc[t][i], d32, out + t * NB * 16 + i * kRowsPerVec);
+}
+
+// Activations of one macro-block of tokens stay in L2 while every panel passes over them.
+constexpr int64_t kActBlockBytes = 256 * 1024;
+
+void PrefillMatmul(const PackedWeights& W, const int8_t* qa, const float* sa, int64_t T, float* y,
+                   int32_t* acc_out, const float* bias) {
+  const int64_t K = W.k_in, N = W.n_out;
+  const bool is24 = W.format == Int4Format::kSparse24;
+  const int64_t TR = int64_t(is24 ? kTR24 : kTRDense);
+  const int64_t lda = round_up(W.k_pad, 64);
+  const int64_t t_pad = round_up(T, TR);
+  const int64_t MC = std::max<int64_t>(TR, kActBlockBytes / lda / TR * TR);  // tokens per macro-block
+  const int64_t n_mb = (t_pad + MC - 1) / MC;
+  const int64_t n_blocks = W.n_blocks();
+  const int64_t n_panels = (n_blocks + int64_t(kNB) - 1) / int64_t(kNB);
+
+  AlignedBytes staged(size_t(t_pad * lda));
+  const int64_t n_tb = t_pad / TR;
+  const bool parallel = t_pad * W.n_pad * W.k_pad >= kMinParallelMacs;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
+  for (int64_t tb = 0; tb < n_tb; ++tb) {
+    StageActivations(qa, T, K, tb * TR, (tb + 1) * TR, lda, staged.data() + tb * TR * lda);
+  }
+
+#ifdef _OPENMP
+#pragma omp parallel if (parallel)
+#endif
+  {
+    AlignedBytes panel(size_t(int64_t(kNB) * kRowBlock * W.k_pad));
+    alignas(64) int32_t out[kTRMax * kNB * kRowBlock];
+    int64_t decoded = -1;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (int64_t item = 0; item < n_mb * n_panels; ++item) {
+      const int64_t mb = item / n_panels, p = item % n_panels;
+      const int64_t b0 = p * int64_t(kNB);
+      const size_t nb = size_t(std::min<int64_t>(int64_t(kNB), n_blocks - b0));
+      if (decoded != p) {
+        switch (W.format) {
+          case Int4Format::kDense:
+            DecodePanelDense(W, b0, nb, reinterpret_cast<int8_t*>(panel.data()));
+            break;
+          case Int4Format::kUnstructured:
+            DecodePanelUnstructured(W, b0, nb, reinterpret_cast<int8_t*>(panel.data()));
+            break;
+          case Int4Format::kSparse24:
+            DecodePanelSparse24(W, b0, nb, panel.data());
+            break;
+        }
+        decoded = p;
+      }
+      const int64_t t_end = std::min(t_pad, (mb + 1) * MC);
+      for (int64_t t0 = mb * MC; t0 < t_end; t0 += TR) {
+        const uint8_t* act = staged.data() + t0 * lda;
+        if (is24) {
+          const size_t nsub = size_t(W.k_pad / 8);
+          if (nb == kNB) Micro24<kNB, kTR24>(panel.data(), nsub, act, size_t(lda), out);
+          else Micro24<1, kTR24>(panel.data(), nsub, act, size_t(lda), out);
+        } else {
+          const size_t ngroups = size_t(W.k_pad / 4);
+          const int8_t* pw = reinterpret_cast<const int8_t*>(panel.data());
+          if (nb == kNB) MicroDense<kNB, kTRDense>(pw, ngroups, act, size_t(lda), out);
+          else MicroDense<1, kTRDense>(pw, ngroups, act, size_t(lda), out);
+        }
+        for (int64_t t = t0; t < std::min(T, t0 + TR); ++t) {
+          for (size_t b = 0; b < nb; ++b) {
+            Epilogue16(out + (t - t0) * int64_t(nb) * kRowBlock + int64_t(b) * kRowBlock, W,
+                       (b0 + int64_t(b)) * kRowBlock, sa[t], bias, y + t * N,
+                       acc_out ? acc_out + t * N : nullptr);
+          }
+        }
+      }
+    }
+  }
+}
+
+void MatmulImpl(const PackedWeights& W, const int8_t* qa, const float* sa, int64_t T, float* y,
+                int32_t* acc_out, const float* bias) {
+  switch (T) {
+    case 0: return;
+    case 1: return DecodeMatmul<1>(W, qa, sa, y, acc_out, bias);
+    case 2: return DecodeMatmul<2>(W, qa, sa, y, acc_out, bias);
+    case 3: return DecodeMatmul<3>(W, qa, sa, y, acc_out, bias);
+    case 4: return DecodeMatmul<4>(W, qa, sa, y, acc_out, bias);
+    default: return PrefillMatmul(W, qa, sa, T, y, acc_out, bias);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization (see quantize_act_rows_i8_ref; arguments checked by the caller).
+
+// Quantizes one row; returns false if it holds a NaN or an infinity.
+bool QuantizeRow(const float* x, int64_t K, float clip, float lo, float hi, int8_t* q,
+                 float* scale) {
+  const DF32 df;
+  const hn::Rebind<int32_t, DF32> d32;
+  const hn::Rebind<int8_t, DF32> d8;
+  const int64_t N = int64_t(hn::Lanes(df));
+  auto vmax = hn::Zero(df);
+  auto vnan = hn::Zero(df);  // x * 0 is NaN exactly for non-finite x
+  int64_t k = 0;
+  for (; k + N <= K; k += N) {
+    const auto v = hn::LoadU(df, x + k);
+    vmax = hn::Max(vmax, hn::Abs(v));
+    vnan = hn::Add(vnan, hn::Mul(v, hn::Zero(df)));
+  }
+  float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  bool finite = !std::isnan(hn::GetLane(hn::SumOfLanes(df, vnan)));
+  for (; k < K; ++k) {
+    finite = finite && std::isfinite(x[k]);
+    amax = std::max(amax, std::fabs(x[k]));
+  }
+  if (!finite) return false;
+  float s = amax * clip / hi;  // = max(|min(x, 0)|, max(x, 0)) * clip / hi
+  if (s == 0.0f) s = 1.0f;
+  *scale = s;
+  const auto vs = hn::Set(df, s), vlo = hn::Set(df, lo), vhi = hn::Set(df, hi);
+  for (k = 0; k + N <= K; k += N) {
+    const auto v = hn::Min(hn::Max(hn::Round(hn::Div(hn::LoadU(df, x + k), vs)), vlo), vhi);
+    hn::StoreU(hn::DemoteTo(d8, hn::ConvertTo(d32, v)), d8, q + k);
+  }
+  for (; k < K; ++k) q[k] = int8_t(std::min(std::max(std::nearbyint(x[k] / s), lo), hi));
+  return true;
+}
+
+void QuantizeRowsImpl(const float* x, int64_t T, int64_t K, int bits, float clip, int8_t* q,
+                      float* scale) {
+  const float hi = float((1 << (bits - 1)) - 1);
+  const float lo = -hi - 1.0f;
+  std::vector<uint8_t> bad(size_t(T), 0);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (T * K >= kMinParallelMacs)
+#endif
+  for (int64_t t = 0; t < T; ++t) {
+    if (!QuantizeRow(x + t * K, K, clip, lo, hi, q + t * K, scale + t)) bad[size_t(t)] = 1;
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    if (!bad[size_t(t)]) continue;
+    for (int64_t k = 0; k < K; ++k) {
+      OBR_CHECK(std::isfinite(x[t * K + k]), "quantize_act_rows_i8: x[", t, ", ", k, "] = ",
+                x[t * K + k], " is not finite");
+    }
+  }
+}
+
+uint64_t SumU64Impl(const uint64_t* p, size_t n) {
+  const DU64 d;
+  const size_t N = hn::Lanes(d);
+  auto s0 = hn::Zero(d), s1 = hn::Zero(d), s2 = hn::Zero(d), s3 = hn::Zero(d);
+  size_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    s0 = hn::Add(s0, hn::LoadU(d, p + i));
+    s1 = hn::Add(s1, hn::LoadU(d, p + i + N));
+    s2 = hn::Add(s2, hn::LoadU(d, p + i + 2 * N));
+    s3 = hn::Add(s3, hn::LoadU(d, p + i + 3 * N));
+  }
+  uint64_t s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+#endif  // vector targets
+
+#undef OBR_VNNI512
+#undef OBR_X86_BYTE_DOT
+
+}  // namespace HWY_NAMESPACE
+}  // namespace simd
+}  // namespace obr
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard

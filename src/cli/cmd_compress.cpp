@@ -1,0 +1,148 @@
+// obr compress MODEL -o OUT --method obr-gptq ...: the whole pipeline on a real model.
+#include <cstdio>
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "compress/compressed_model.h"
+#include "compress/pipeline.h"
+#include "core/log.h"
+#include "core/parallel.h"
+#include "io/text.h"
+#include "model/perplexity.h"
+#include "tokenizer/tokenizer.h"
+
+namespace obr::cli {
+
+static void parse_nm(const std::string& s, int& n, int& m) {
+  size_t colon = s.find(':');
+  OBR_CHECK(colon != std::string::npos, "option --nm expects N:M such as 2:4, got '", s, "'");
+  try {
+    n = std::stoi(s.substr(0, colon));
+    m = std::stoi(s.substr(colon + 1));
+  } catch (...) {
+    fail("option --nm expects N:M such as 2:4, got '", s, "'");
+  }
+  OBR_CHECK(n > 0 && m > n, "option --nm: need 0 < N < M, got ", n, ":", m);
+}
+
+static int run_compress(int argc, char** argv) {
+  Args a("compress", "MODEL -o OUT [--method obr-gptq] [--sparsity 0.5 | --nm 2:4] [options]",
+         "Compress a Hugging Face Llama-family model: QuaRot rotation, layer-by-layer calibration,\n"
+         "pruning masks, OBR / GPTQ / SparseGPT solves, W4 quantization; the output runs with\n"
+         "W4A4KV4 activation and KV-cache quantization in `obr perplexity` / `obr generate`.");
+  a.positional("MODEL", "model directory (config.json, *.safetensors, tokenizer.json)");
+  a.option("out", "", "output directory (required)");
+  a.alias("-o", "--out");
+  a.option("method", "obr-gptq", "rtn | gptq | wanda-rtn | wanda-gptq | sparsegpt-gptq | obr-rtn | obr-gptq");
+  a.option("sparsity", "0.5", "unstructured sparsity per row (ignored with --nm; 0 for rtn/gptq)");
+  a.option("nm", "", "N:M semi-structured sparsity, e.g. 2:4 (N of every M weights pruned)");
+  a.option("wbits", "4", "weight bits (symmetric, per output channel)");
+  a.option("abits", "4", "activation bits at evaluation (per token; 16 = off)");
+  a.option("kvbits", "4", "KV-cache bits at evaluation (asymmetric per head; 16 = off)");
+  a.option("a-clip", "0.9", "activation clip ratio (QuaRot paper: 0.9; reference default: 1.0)");
+  a.option("kv-clip", "0.95", "KV clip ratio (QuaRot paper: 0.95; reference default: 1.0)");
+  a.flag("rotate", true, "QuaRot rotation (random Hadamard of the residual stream + online Hadamards)");
+  a.option("seed", "0", "seed of the random Hadamard signs");
+  a.option("calib", "data/text/calib.txt", "calibration text (must not overlap the evaluation text)");
+  a.option("nsamples", "32", "calibration windows (reference: 128)");
+  a.option("seqlen", "0", "tokens per calibration window (0: min(2048, max_position_embeddings); reference: 2048)");
+  a.option("calib-seed", "0", "seed of the calibration window offsets");
+  a.option("alpha", "0.5", "OBR: fraction of columns in the eviction (RTN) group");
+  a.option("percdamp", "0.01", "Hessian damping as a fraction of mean(diag H)");
+  a.flag("clip-search", true, "weight clip grid search (reference 'w_clip')");
+  a.flag("reference-quirks", false, "reproduce the reference code's quirks (ALGORITHM.md; see README)");
+  a.flag("center-embeddings", false, "reference quirk: mean-centre embedding rows before rotating");
+  a.option("eval", "", "after compressing, report perplexity on this text");
+  a.option("eval-windows", "0", "with --eval: only the first N windows (0: all)");
+  a.option("threads", "0", "threads (0: OpenMP default)");
+  a.flag("overwrite", false, "replace OUT if it is an earlier obr output");
+  if (!a.parse(argc, argv)) return 0;
+  if (a.integer("threads") > 0) set_num_threads(int(a.integer("threads")));
+  const std::string out = a.str("out");
+  OBR_CHECK(!out.empty(), "option -o/--out is required (the output directory)");
+
+  CompressOptions opt;
+  opt.solve.method = parse_method(a.str("method"));
+  opt.solve.sparsity = a.real("sparsity");
+  if (a.has("nm") && !a.str("nm").empty()) {
+    parse_nm(a.str("nm"), opt.solve.prune_n, opt.solve.prune_m);
+    opt.solve.sparsity = double(opt.solve.prune_n) / opt.solve.prune_m;
+  }
+  const bool sparse_method = opt.solve.method != Method::RTN && opt.solve.method != Method::GPTQ;
+  if (!sparse_method) {
+    OBR_CHECK(!(a.has("sparsity") && a.real("sparsity") > 0) && opt.solve.prune_m == 0, "method ", a.str("method"),
+              " is quantization only; --sparsity/--nm need a sparse method (wanda-*, sparsegpt-gptq, obr-*)");
+    opt.solve.sparsity = 0;
+  }
+  OBR_CHECK(opt.solve.sparsity >= 0 && opt.solve.sparsity < 1, "option --sparsity must be in [0, 1), got ",
+            opt.solve.sparsity);
+  opt.solve.wq.bits = int(a.integer("wbits"));
+  OBR_CHECK(opt.solve.wq.bits >= 2 && opt.solve.wq.bits <= 8, "option --wbits must be in 2..8, got ", opt.solve.wq.bits);
+  opt.solve.wq.clip_search = a.on("clip-search");
+  opt.solve.alpha = a.real("alpha");
+  OBR_CHECK(opt.solve.alpha >= 0 && opt.solve.alpha <= 1, "option --alpha must be in [0, 1], got ", opt.solve.alpha);
+  opt.solve.percdamp = a.real("percdamp");
+  OBR_CHECK(opt.solve.percdamp > 0, "option --percdamp must be positive, got ", opt.solve.percdamp);
+  opt.solve.reference_quirks = a.on("reference-quirks");
+  opt.wanda_quirk = a.on("reference-quirks");
+  opt.rotate = a.on("rotate");
+  opt.rotation.seed = uint64_t(a.integer("seed"));
+  opt.rotation.center_embeddings = a.on("center-embeddings");
+  opt.abits = int(a.integer("abits"));
+  opt.kvbits = int(a.integer("kvbits"));
+  OBR_CHECK(opt.abits >= 2 && opt.abits <= 16, "option --abits must be in 2..16, got ", opt.abits);
+  OBR_CHECK(opt.kvbits >= 2 && opt.kvbits <= 16, "option --kvbits must be in 2..16, got ", opt.kvbits);
+  opt.act.clip = float(a.real("a-clip"));
+  opt.kv.clip = float(a.real("kv-clip"));
+  opt.nsamples = a.integer("nsamples");
+  opt.calib_seed = uint64_t(a.integer("calib-seed"));
+
+  Timer total;
+  const std::string src = a.pos("MODEL");
+  LoadedModel lm = load_any_model(src);
+  OBR_CHECK(!lm.compressed, src, " is already compressed; compress the original model");
+  LlamaModel& m = *lm.model;
+  opt.seqlen = a.integer("seqlen") > 0 ? a.integer("seqlen")
+                                       : std::min<int64_t>(2048, m.cfg.max_position_embeddings > 0 ? m.cfg.max_position_embeddings : 2048);
+  Tokenizer tok = Tokenizer::from_file(lm.tokenizer_dir);
+  const std::string calib_path = a.str("calib");
+  std::vector<int32_t> calib_ids = tok.encode(read_text_file(calib_path), false);
+  auto windows = calibration_windows(calib_ids, opt.nsamples, opt.seqlen, opt.calib_seed);
+
+  log_info("compress: ", src, " (", m.cfg.num_hidden_layers, " layers, hidden ", m.cfg.hidden_size, ") -> ", out);
+  log_info("  method ", a.str("method"), ", ",
+           opt.solve.prune_m ? detail::concat(opt.solve.prune_n, ":", opt.solve.prune_m, " sparsity")
+                             : detail::concat(opt.solve.sparsity * 100, "% unstructured sparsity"),
+           ", W", opt.solve.wq.bits, " (clip search ", opt.solve.wq.clip_search ? "on" : "off", ") A", opt.abits, " (clip ",
+           opt.act.clip, ") KV", opt.kvbits, " (clip ", opt.kv.clip, "), alpha ", opt.solve.alpha, ", percdamp ",
+           opt.solve.percdamp, ", rotation ", opt.rotate ? "on" : "off",
+           opt.solve.reference_quirks ? ", reference quirks ON" : "");
+  log_info("  calibration: ", calib_path, ": ", calib_ids.size(), " tokens, ", opt.nsamples, " windows x ", opt.seqlen,
+           " tokens (seed ", opt.calib_seed, "); reference uses 128 x 2048; ", num_threads(), " threads");
+
+  if (opt.rotate) rotate_model(m, opt.rotation);
+  CompressReport rep = compress_model(m, windows, opt);
+  log_info("compress: done in ", total.seconds(), " s (calibration ", rep.calib_seconds, " s, solves ", rep.solve_seconds,
+           " s)");
+  nlohmann::json extra = {{"calibration_text", std::filesystem::path(calib_path).filename().string()},
+                          {"calibration_tokens", calib_ids.size()},
+                          {"wall_seconds", total.seconds()},
+                          {"threads", num_threads()}};
+  save_compressed(out, m, rep, opt, src, extra, a.on("overwrite"));
+  std::printf("compressed %s -> %s  method %s  seconds %.1f  peak_rss_mb %.1f\n", src.c_str(), out.c_str(),
+              a.str("method").c_str(), total.seconds(), peak_rss_bytes() / 1048576.0);
+
+  if (!a.str("eval").empty()) {
+    LoadedModel cm = load_any_model(out);
+    std::vector<int32_t> ids = tok.encode(read_text_file(a.str("eval")), false);
+    log_info("evaluating ", out, " on ", a.str("eval"), " (", cm.model->rt.describe(), ")");
+    PerplexityResult r = perplexity(*cm.model, ids, opt.seqlen, a.integer("eval-windows"));
+    std::printf("perplexity %.6f  nll %.8f  windows %lld  seqlen %lld\n", r.perplexity, r.nll, (long long)r.windows,
+                (long long)r.seqlen);
+  }
+  return 0;
+}
+
+OBR_COMMAND(compress, "compress a model: rotate, calibrate, prune, OBR/GPTQ solve, quantize (W4A4KV4)", run_compress);
+
+}  // namespace obr::cli

@@ -1,0 +1,211 @@
+#include "compress/compressed_model.h"
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace obr {
+
+static const char* kFormat = "obr-simulated-v1";
+
+static std::string proj_tensor_base(int layer, Proj p) {
+  return "model.layers." + std::to_string(layer) + "." + proj_module(p) + "." + proj_name(p);
+}
+
+nlohmann::json options_to_json(const CompressOptions& o) {
+  nlohmann::json j;
+  j["method"] = method_name(o.solve.method);
+  j["sparsity"] = o.solve.sparsity;
+  j["prune_n"] = o.solve.prune_n;
+  j["prune_m"] = o.solve.prune_m;
+  j["alpha"] = o.solve.alpha;
+  j["blocksize"] = o.solve.blocksize;
+  j["percdamp"] = o.solve.percdamp;
+  j["wbits"] = o.solve.wq.bits;
+  j["w_clip_search"] = o.solve.wq.clip_search;
+  j["reference_quirks"] = o.solve.reference_quirks;
+  j["rotate"] = o.rotate;
+  j["rotation_seed"] = o.rotation.seed;
+  j["center_embeddings"] = o.rotation.center_embeddings;
+  j["nsamples"] = o.nsamples;
+  j["seqlen"] = o.seqlen;
+  j["calib_seed"] = o.calib_seed;
+  j["wanda_quirk"] = o.wanda_quirk;
+  j["abits"] = o.abits;
+  j["a_clip"] = o.act.clip;
+  j["a_sym"] = o.act.sym;
+  j["kvbits"] = o.kvbits;
+  j["kv_clip"] = o.kv.clip;
+  j["kv_sym"] = o.kv.sym;
+  j["kv_group"] = o.kv.group;
+  return j;
+}
+
+CompressOptions options_from_json(const nlohmann::json& j) {
+  CompressOptions o;
+  o.solve.method = parse_method(j.at("method").get<std::string>());
+  o.solve.sparsity = j.at("sparsity").get<double>();
+  o.solve.prune_n = j.at("prune_n").get<int>();
+  o.solve.prune_m = j.at("prune_m").get<int>();
+  o.solve.alpha = j.at("alpha").get<double>();
+  o.solve.blocksize = j.at("blocksize").get<int>();
+  o.solve.percdamp = j.at("percdamp").get<double>();
+  o.solve.wq.bits = j.at("wbits").get<int>();
+  o.solve.wq.clip_search = j.at("w_clip_search").get<bool>();
+  o.solve.reference_quirks = j.at("reference_quirks").get<bool>();
+  o.rotate = j.at("rotate").get<bool>();
+  o.rotation.seed = j.at("rotation_seed").get<uint64_t>();
+  o.rotation.center_embeddings = j.at("center_embeddings").get<bool>();
+  o.nsamples = j.at("nsamples").get<int64_t>();
+  o.seqlen = j.at("seqlen").get<int64_t>();
+  o.calib_seed = j.at("calib_seed").get<uint64_t>();
+  o.wanda_quirk = j.at("wanda_quirk").get<bool>();
+  o.abits = j.at("abits").get<int>();
+  o.act.clip = j.at("a_clip").get<float>();
+  o.act.sym = j.at("a_sym").get<bool>();
+  o.kvbits = j.at("kvbits").get<int>();
+  o.kv.clip = j.at("kv_clip").get<float>();
+  o.kv.sym = j.at("kv_sym").get<bool>();
+  o.kv.group = j.at("kv_group").get<int>();
+  return o;
+}
+
+void save_compressed(const std::string& out_dir, const LlamaModel& m, const CompressReport& rep, const CompressOptions& opt,
+                     const std::string& source_dir, const nlohmann::json& extra, bool overwrite) {
+  if (fs::exists(out_dir)) {
+    OBR_CHECK(overwrite, out_dir, ": output directory exists; choose another -o or pass --overwrite");
+    OBR_CHECK(fs::exists(fs::path(out_dir) / "obr.json") || fs::is_empty(out_dir), out_dir,
+              ": exists and is not an obr output; refusing to overwrite it");
+  }
+  const std::string tmp = out_dir + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json"}) {
+      fs::path src = fs::path(source_dir) / f;
+      if (fs::exists(src)) {
+        std::string bytes = read_file(src.string());
+        write_file_atomic((fs::path(tmp) / f).string(), bytes.data(), bytes.size());
+      }
+    }
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    tensors.push_back({"model.embed_tokens.weight", m.embed});
+    tensors.push_back({"model.norm.weight", m.final_norm});
+    auto* head = dynamic_cast<const DenseLinear*>(m.lm_head.get());
+    OBR_CHECK(head, "save_compressed: lm_head must be a full-precision linear");
+    tensors.push_back({"lm_head.weight", head->weight()});
+    for (size_t l = 0; l < m.layers.size(); ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      tensors.push_back({p + "input_layernorm.weight", m.layers[l].attn_norm});
+      tensors.push_back({p + "post_attention_layernorm.weight", m.layers[l].mlp_norm});
+      for (int j = 0; j < kNumProj; ++j) {
+        auto* d = dynamic_cast<const DenseLinear*>(m.layers[l].proj[size_t(j)].get());
+        if (d && d->has_bias()) tensors.push_back({proj_tensor_base(int(l), Proj(j)) + ".bias", d->bias()});
+      }
+    }
+    nlohmann::json layers = nlohmann::json::array();
+    for (const LinearRecord& r : rep.linears) {
+      const std::string base = proj_tensor_base(r.layer, r.proj);
+      tensors.push_back({base + ".qweight", r.codes});
+      tensors.push_back({base + ".scales", r.scales});
+      int64_t kept = 0;
+      const uint8_t* mk = r.mask.data<uint8_t>();
+      for (int64_t i = 0; i < r.mask.numel(); ++i) kept += mk[i] != 0;
+      layers.push_back({{"layer", r.layer},
+                        {"proj", proj_name(r.proj)},
+                        {"loss", r.loss},
+                        {"seconds", r.seconds},
+                        {"sparsity", 1.0 - double(kept) / double(r.mask.numel())}});
+    }
+    OBR_CHECK(rep.linears.size() == m.layers.size() * kNumProj, "save_compressed: ", rep.linears.size(),
+              " compressed linears, expected ", m.layers.size() * kNumProj);
+    write_safetensors((fs::path(tmp) / "model.safetensors").string(), tensors, {{"format", kFormat}});
+    nlohmann::json meta = {{"format", kFormat},
+                           {"source_model", fs::path(source_dir).filename().string()},
+                           {"options", options_to_json(opt)},
+                           {"seconds", rep.seconds},
+                           {"linears", layers}};
+    meta.update(extra);
+    std::string js = meta.dump(2) + "\n";
+    write_file_atomic((fs::path(tmp) / "obr.json").string(), js.data(), js.size());
+    if (fs::exists(out_dir)) fs::remove_all(out_dir);
+    fs::rename(tmp, out_dir);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+LoadedModel load_any_model(const std::string& path, bool weights_only) {
+  OBR_CHECK(fs::is_directory(path), path, ": not a model directory (expected config.json + *.safetensors)");
+  LoadedModel out;
+  out.tokenizer_dir = path;
+  fs::path meta_path = fs::path(path) / "obr.json";
+  if (!fs::exists(meta_path)) {
+    out.model = std::make_unique<LlamaModel>(load_llama(path));
+    return out;
+  }
+  out.compressed = true;
+  try {
+    out.meta = nlohmann::json::parse(read_file(meta_path.string(), 64 << 20));
+  } catch (const nlohmann::json::exception& e) {
+    fail(meta_path.string(), ": not valid JSON: ", e.what());
+  }
+  OBR_CHECK(out.meta.value("format", "") == kFormat, meta_path.string(), ": unknown format '", out.meta.value("format", ""),
+            "' (this obr reads ", kFormat, ")");
+  CompressOptions opt;
+  try {
+    opt = options_from_json(out.meta.at("options"));
+  } catch (const nlohmann::json::exception& e) {
+    fail(meta_path.string(), ": bad or missing options: ", e.what());
+  }
+  auto m = std::make_unique<LlamaModel>();
+  m->cfg = ModelConfig::from_file(path);
+  m->source = path;
+  const ModelConfig& c = m->cfg;
+  TensorStore st = TensorStore::open(path);
+  auto get_f32 = [&](const std::string& name, const Shape& shape) {
+    OBR_CHECK(st.has(name), path, ": missing tensor '", name, "'");
+    Tensor t = st.get(name);
+    OBR_CHECK(t.shape() == shape, path, ": tensor '", name, "' has shape ", shape_str(t.shape()), ", expected ",
+              shape_str(shape));
+    return t.to_f32();
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t qdim = int64_t(c.num_attention_heads) * c.head_dim, kvdim = int64_t(c.num_key_value_heads) * c.head_dim;
+  m->embed = get_f32("model.embed_tokens.weight", {V, H});
+  m->final_norm = get_f32("model.norm.weight", {H});
+  m->lm_head = std::make_unique<DenseLinear>(get_f32("lm_head.weight", {V, H}));
+  const Shape shapes[kNumProj] = {{qdim, H}, {kvdim, H}, {kvdim, H}, {H, qdim}, {I, H}, {I, H}, {H, I}};
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    DecoderLayer L;
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    L.attn_norm = get_f32(p + "input_layernorm.weight", {H});
+    L.mlp_norm = get_f32(p + "post_attention_layernorm.weight", {H});
+    for (int j = 0; j < kNumProj; ++j) {
+      const std::string base = proj_tensor_base(l, Proj(j));
+      Tensor codes = get_f32(base + ".qweight", shapes[j]);
+      Tensor scales = get_f32(base + ".scales", {shapes[j][0]});
+      float* w = codes.data<float>();
+      const float* s = scales.data<float>();
+      const int64_t cols = shapes[j][1];
+      for (int64_t r = 0; r < shapes[j][0]; ++r)
+        for (int64_t k = 0; k < cols; ++k) w[r * cols + k] *= s[r];
+      Tensor b = st.has(base + ".bias") ? get_f32(base + ".bias", {shapes[j][0]}) : Tensor();
+      L.proj[size_t(j)] = std::make_unique<DenseLinear>(std::move(codes), std::move(b));
+    }
+    m->layers.push_back(std::move(L));
+  }
+  if (opt.rotate) enable_online_hadamards(m->rt);
+  if (!weights_only) enable_quantized_runtime(m->rt, opt);
+  out.model = std::move(m);
+  return out;
+}
+
+}  // namespace obr

@@ -1,0 +1,43 @@
+// The output of `obr compress` (simulated-quantization form), and a loader that opens either a
+// Hugging Face model directory or a compressed one.
+//
+// A compressed model is a directory:
+//   config.json, tokenizer.json, tokenizer_config.json   copied from the source model
+//   obr.json            what was done: method and options, rotation (seed, quirks), the
+//                       activation / KV quantizers to use at evaluation, per-linear losses
+//   model.safetensors   F32 embed_tokens / norms / lm_head (rotated; lm_head stays full precision),
+//                       and per projection `<name>.qweight` (I8 [out, in] W4 codes, pruned = 0),
+//                       `<name>.scales` (F32 [out]), `<name>.bias` (F32, only if the model has one).
+//                       W_hat = qweight * scales[row], exactly.
+// The directory is written under a temporary name and renamed into place when complete.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "compress/pipeline.h"
+#include "model/llama.h"
+
+namespace obr {
+
+struct LoadedModel {
+  std::unique_ptr<LlamaModel> model;
+  std::string tokenizer_dir;  // where tokenizer.json is
+  bool compressed = false;
+  nlohmann::json meta;        // obr.json of a compressed model
+};
+
+// A Hugging Face model directory, or the output of `obr compress` (then with its online
+// Hadamards and activation / KV quantizers installed unless weights_only).
+LoadedModel load_any_model(const std::string& path, bool weights_only = false);
+
+nlohmann::json options_to_json(const CompressOptions& o);
+CompressOptions options_from_json(const nlohmann::json& j);
+
+// Writes `out_dir` (atomically, as a whole directory). `extra` is merged into obr.json.
+void save_compressed(const std::string& out_dir, const LlamaModel& m, const CompressReport& rep, const CompressOptions& opt,
+                     const std::string& source_dir, const nlohmann::json& extra, bool overwrite);
+
+}  // namespace obr

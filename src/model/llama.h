@@ -1,0 +1,107 @@
+// The Llama-family decoder (Llama 2/3, Mistral, Qwen2, TinyLlama, SmolLM) in FP32,
+// written to be read top to bottom:
+//
+//   tokens [T] -> embed [T, H]
+//   for each layer:  h += o_proj(attention(rope(q(norm(h))), rope(k(norm(h))), v(norm(h))))
+//                    h += down(silu(gate(norm(h))) * up(norm(h)))
+//   logits [T, V] = lm_head(norm(h))
+//
+// H = hidden_size, I = intermediate_size, V = vocab_size, nh = attention heads,
+// nkv = key/value heads (GQA: each group of nh/nkv query heads shares one K/V head),
+// hd = head_dim. All activations are row-major [T, features].
+//
+// The same code runs the compressed model: each projection is a `Linear` (dense FP32,
+// fake-quantized, or packed INT4), and `Runtime` switches on QuaRot's online Hadamard
+// transforms and the activation / KV-cache quantizers.
+#pragma once
+
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/linear.h"
+
+namespace obr {
+
+enum class Proj { Q, K, V, O, Gate, Up, Down };
+constexpr int kNumProj = 7;
+const char* proj_name(Proj p);  // "q_proj", ..., "down_proj"
+const char* proj_module(Proj p);  // "self_attn" or "mlp"
+
+struct DecoderLayer {
+  Tensor attn_norm;  // f32 [H], input_layernorm
+  Tensor mlp_norm;   // f32 [H], post_attention_layernorm
+  std::array<std::unique_ptr<Linear>, kNumProj> proj;  // indexed by Proj
+  Linear& operator[](Proj p) const { return *proj[size_t(p)]; }
+};
+
+// Run-time switches of the forward pass. Quantizers are plain functions set by the
+// compression code (src/compress/), so the model stays free of quantizer details.
+struct Runtime {
+  // QuaRot online transforms (only valid on a rotated model):
+  bool had_down_input = false;  // x <- x H_I before down_proj
+  bool had_o_input = false;     // across-heads Hadamard before o_proj (per-head part folded into v_proj)
+  bool had_qk = false;          // q, k <- q H_hd, k H_hd after RoPE (K cache quantized in this basis)
+  // The transforms themselves, set by the rotation code (src/compress/quarot.*):
+  // had_rows(x, rows, n): each row of x [rows, n] <- row H_n / sqrt(n);
+  // had_heads(x, rows, nh, hd): across-heads transform of x [rows, nh*hd].
+  std::function<void(float* x, int64_t rows, int64_t n)> had_rows;
+  std::function<void(float* x, int64_t rows, int64_t nh, int64_t hd)> had_heads;
+  // Activation quantizer applied in place to the input rows of every projection but lm_head.
+  std::function<void(float* x, int64_t rows, int64_t cols)> quant_act;
+  // KV quantizer applied in place to new K and V rows [T, nkv*hd] before they enter the cache.
+  std::function<void(float* kv, int64_t rows, int64_t cols, int64_t head_dim)> quant_kv;
+  std::string describe() const;
+};
+
+struct LlamaModel {
+  ModelConfig cfg;
+  Tensor embed;       // f32 [V, H]
+  Tensor final_norm;  // f32 [H]
+  std::unique_ptr<Linear> lm_head;  // [V, H]
+  std::vector<DecoderLayer> layers;
+  Runtime rt;
+  std::string source;  // where it was loaded from
+};
+
+// Loads config.json + safetensors weights (any float dtype -> f32) from a model directory.
+LlamaModel load_llama(const std::string& dir);
+
+// K and V cache of one layer, f32 [max_len, nkv * hd]; rows [0, len) are valid.
+struct LayerCache {
+  Tensor K, V;
+};
+struct KVCache {
+  std::vector<LayerCache> layers;
+  int64_t len = 0;      // tokens already in the cache
+  int64_t max_len = 0;
+  static KVCache make(const ModelConfig& cfg, int64_t max_len);
+};
+
+// Observes the input rows of each projection (for calibration): called with the layer index,
+// the projection, and x [T, in] exactly as the Linear receives it (after the online Hadamard
+// for down/o, before activation quantization).
+using ProjHook = std::function<void(int layer, Proj p, const float* x, int64_t T, int64_t in)>;
+
+// One decoder layer on h [T, H] in place, positions cache.len .. cache.len + T - 1.
+// Appends T rows to this layer's cache (the caller advances cache.len once per model step).
+void layer_forward(const LlamaModel& m, int layer_index, float* h, int64_t T, LayerCache& cache, int64_t pos0,
+                   const ProjHook* hook = nullptr);
+
+// Embedding lookup: h [T, H].
+void embed_tokens(const LlamaModel& m, const int32_t* tokens, int64_t T, float* h);
+
+// Final norm + lm_head on h [T, H] -> logits [T, V].
+void final_logits(const LlamaModel& m, const float* h, int64_t T, float* logits);
+
+// The whole model on T new tokens: logits [T, V]; advances cache.len by T.
+Tensor forward(const LlamaModel& m, const int32_t* tokens, int64_t T, KVCache& cache);
+
+// RMSNorm of each row of x [T, n] into y: y = x / sqrt(mean(x^2) + eps) * w (w may be null = 1).
+void rms_norm(const float* x, const float* w, int64_t T, int64_t n, double eps, float* y);
+
+}  // namespace obr
