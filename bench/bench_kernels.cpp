@@ -1,6 +1,7 @@
 // Benchmark of the INT4 kernels against dense baselines measured in the same run.
 //
 //   bench_kernels [--quick] [--csv FILE] [--threads N] [--reps R] [--ws-gb G] [--tokens T]
+//                 [--phase decode|prefill|all] [--shape NxK]...
 //
 // Decode (T = 1, a matrix-vector product; memory bound): every method cycles through its own
 // copies of the weight matrix, as many as make >= --ws-gb (default 1 GB) of that method's own
@@ -53,6 +54,8 @@ struct Options {
   int reps = 7;
   double ws_gb = 1.0;
   int64_t tokens = 2048;
+  bool decode = true, prefill = true;
+  std::vector<std::pair<int64_t, int64_t>> shapes;  // empty: the three Llama-7B shapes
 };
 
 double now_s() {
@@ -210,7 +213,7 @@ void bench_shape(int64_t N, int64_t K, const Options& opt, std::vector<Row>& row
   for (size_t i = 0; i < xf.size(); ++i) xf[i] = float(qa[i]) * 0.05f;
 
   // ---- decode: T = 1 over >= ws bytes of weights per method ----
-  {
+  if (opt.decode) {
     std::vector<Method> methods;
     const int64_t cf = copies_for(4.0 * double(N * K), ws);
     auto wcopies = std::make_shared<std::vector<std::vector<float>>>(size_t(cf), wf);
@@ -244,7 +247,7 @@ void bench_shape(int64_t N, int64_t K, const Options& opt, std::vector<Row>& row
   }
 
   // ---- prefill: T = opt.tokens, one weight matrix per method ----
-  {
+  if (opt.prefill) {
     const int64_t T = opt.tokens;
     const double ops = 2.0 * double(T) * double(N) * double(K);
     std::vector<Method> methods;
@@ -319,17 +322,25 @@ int main(int argc, char** argv) {
     else if (a == "--reps") opt.reps = std::stoi(next());
     else if (a == "--ws-gb") opt.ws_gb = std::stod(next());
     else if (a == "--tokens") opt.tokens = std::stoll(next());
-    else {
+    else if (a == "--phase") {
+      const std::string p = next();
+      opt.decode = p == "decode" || p == "all";
+      opt.prefill = p == "prefill" || p == "all";
+    } else if (a == "--shape") {
+      const std::string v = next();
+      const size_t x = v.find('x');
+      opt.shapes.emplace_back(std::stoll(v.substr(0, x)), std::stoll(v.substr(x + 1)));
+    } else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--csv FILE] [--threads N] [--reps R] [--ws-gb G] "
-                   "[--tokens T]\n", argv[0]);
+                   "[--tokens T] [--phase decode|prefill|all] [--shape NxK]...\n", argv[0]);
       return 2;
     }
   }
-  if (opt.quick) {
+  if (opt.quick) {  // seconds: one shape, small working set, few tokens
     opt.reps = 3;
-    opt.ws_gb = std::min(opt.ws_gb, 0.125);
-    opt.tokens = std::min<int64_t>(opt.tokens, 256);
+    opt.ws_gb = 0.125;
+    opt.tokens = 256;
   }
   if (opt.threads > 0) set_num_threads(opt.threads);
   const int threads = num_threads();
@@ -363,6 +374,7 @@ int main(int argc, char** argv) {
 
   std::vector<std::pair<int64_t, int64_t>> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
   if (opt.quick) shapes = {{4096, 4096}};
+  if (!opt.shapes.empty()) shapes = opt.shapes;
   std::vector<Row> rows;
   for (auto [N, K] : shapes) {
     std::fprintf(stderr, "shape %lldx%lld...\n", (long long)N, (long long)K);

@@ -172,6 +172,17 @@ void AlignedBytes::resize(size_t n) {
   size_ = n;
 }
 
+void AlignedBytes::grow(size_t n) {
+  if (n <= size_) return;
+  ptr_.reset();
+  size_ = 0;
+  const size_t alloc = (n + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, alloc);
+  if (!p) throw std::bad_alloc();
+  ptr_.reset(static_cast<uint8_t*>(p));
+  size_ = n;
+}
+
 size_t PackedWeights::bytes() const {
   size_t b = data.size() + masks.size() * sizeof(uint64_t) + block_offset.size() * sizeof(int64_t) +
              scale.size() * sizeof(float) + row_sum.size() * sizeof(int32_t);

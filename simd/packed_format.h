@@ -121,6 +121,9 @@ class AlignedBytes {
   AlignedBytes& operator=(AlignedBytes&&) noexcept = default;
 
   void resize(size_t n);  // discards the contents; new contents are zero
+  // Scratch use: makes size() >= n, keeping the buffer if it is big enough; after a growth the
+  // contents are unspecified (no zero fill, so reusing a buffer costs nothing).
+  void grow(size_t n);
   uint8_t* data() { return ptr_.get(); }
   const uint8_t* data() const { return ptr_.get(); }
   size_t size() const { return size_; }

@@ -257,7 +257,8 @@ TEST_CASE("io: config Llama-3-8B-like with llama3 RoPE, both transformers conven
   CHECK(old.to_json() == v5.to_json());
 
   // The legacy "type" key of rope_scaling works too.
-  ModelConfig legacy = ModelConfig::from_json(edit(kLlama3_8B, "\"rope_type\": \"llama3\"", "\"type\": \"llama3\""), "x");
+  ModelConfig legacy =
+      ModelConfig::from_json(edit(kLlama3_8B, "\"rope_type\": \"llama3\"", "\"type\": \"llama3\""), "x");
   check_same(old, legacy);
 }
 
@@ -289,19 +290,20 @@ TEST_CASE("io: config Qwen2.5-, Mistral- and TinyLlama-like") {
   ModelConfig a = ModelConfig::from_json(edit(kMistral_7B, "\"model_type\": \"mistral\",", ""), "x");
   CHECK(a.model_type == "mistral");
   // Llama with attention_bias: q/k/v and o_proj biases; mlp_bias.
-  ModelConfig b = ModelConfig::from_json(
-      edit(edit(kLlama3_8B, "\"attention_bias\": false", "\"attention_bias\": true"), "\"mlp_bias\": false",
-           "\"mlp_bias\": true"),
-      "x");
+  ModelConfig b = ModelConfig::from_json(edit(edit(kLlama3_8B, "\"attention_bias\": false", "\"attention_bias\": true"),
+                                              "\"mlp_bias\": false", "\"mlp_bias\": true"),
+                                         "x");
   CHECK(b.qkv_bias);
   CHECK(b.o_bias);
   CHECK(b.mlp_bias);
   CHECK(b.num_parameters() == 8030261248 + 32 * (4096 + 2 * 1024 + 4096 + 2 * 14336 + 4096));
   // An explicit head_dim need not be hidden / heads (Mistral-Nemo-like).
-  ModelConfig n = ModelConfig::from_json(edit(kMistral_7B, "\"hidden_size\": 4096", "\"hidden_size\": 5120, \"head_dim\": 128"), "x");
+  ModelConfig n = ModelConfig::from_json(
+      edit(kMistral_7B, "\"hidden_size\": 4096", "\"hidden_size\": 5120, \"head_dim\": 128"), "x");
   CHECK(n.head_dim == 128);
   // Qwen2 with the sliding window switched on.
-  ModelConfig w = ModelConfig::from_json(edit(kQwen25_05B, "\"use_sliding_window\": false", "\"use_sliding_window\": true"), "x");
+  ModelConfig w =
+      ModelConfig::from_json(edit(kQwen25_05B, "\"use_sliding_window\": false", "\"use_sliding_window\": true"), "x");
   CHECK(w.sliding_window == 32768);
 }
 
@@ -357,7 +359,8 @@ TEST_CASE("io: config rejects hostile or unsupported configs, naming the file an
       {edit(l3, "\"original_max_position_embeddings\": 8192,", ""),
        {"rope_scaling", "'original_max_position_embeddings' is missing"}},
       {edit(l3, "\"high_freq_factor\": 4.0", "\"high_freq_factor\": 1.0"), {"high_freq_factor", "greater than"}},
-      {edit(l3, "\"rope_type\": \"llama3\"", "\"rope_type\": \"llama3\", \"type\": \"linear\""), {"'type' is 'linear'"}},
+      {edit(l3, "\"rope_type\": \"llama3\"", "\"rope_type\": \"llama3\", \"type\": \"linear\""),
+       {"'type' is 'linear'"}},
       {edit(v5, "\"rope_type\": \"llama3\"", "\"rope_type\": \"dynamic\""), {"rope_parameters", "'dynamic'"}},
       {edit(v5, "\"mlp_bias\": false", "\"mlp_bias\": false, \"rope_theta\": 10000"), {"conflicts", "500000"}},
       {edit(v5, "\"rope_parameters\": {",
@@ -378,10 +381,10 @@ TEST_CASE("io: config rejects hostile or unsupported configs, naming the file an
     check_error([&] { ModelConfig::from_json(c.text, src); }, words);
   }
   // Accepted oddities: eos as an empty list or null, null head_dim / kv heads.
-  ModelConfig c = ModelConfig::from_json(
-      edit(edit(l2, "\"eos_token_id\": 2", "\"eos_token_id\": []"), "\"bos_token_id\": 1",
-           "\"bos_token_id\": null, \"head_dim\": null, \"num_key_value_heads\": null"),
-      src);
+  ModelConfig c =
+      ModelConfig::from_json(edit(edit(l2, "\"eos_token_id\": 2", "\"eos_token_id\": []"), "\"bos_token_id\": 1",
+                                  "\"bos_token_id\": null, \"head_dim\": null, \"num_key_value_heads\": null"),
+                             src);
   CHECK(c.eos_token_id == -1);
   CHECK(c.bos_token_id == -1);
   CHECK(c.head_dim == 128);

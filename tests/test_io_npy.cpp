@@ -26,8 +26,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("obr_test_io_npy_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    path =
+        fs::temp_directory_path() / ("obr_test_io_npy_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -116,9 +116,11 @@ TEST_CASE("io: npy header is byte-identical to numpy's") {
   std::string bytes = read_file(path);
   CHECK(bytes == make_npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", std::string(24, '\0')));
   write_npy(path, Tensor::zeros({5}, DType::I8));
-  CHECK(read_file(path) == make_npy(1, "{'descr': '|i1', 'fortran_order': False, 'shape': (5,), }", std::string(5, '\0')));
+  CHECK(read_file(path) ==
+        make_npy(1, "{'descr': '|i1', 'fortran_order': False, 'shape': (5,), }", std::string(5, '\0')));
   write_npy(path, Tensor::zeros({}, DType::F64));
-  CHECK(read_file(path) == make_npy(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (), }", std::string(8, '\0')));
+  CHECK(read_file(path) ==
+        make_npy(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (), }", std::string(8, '\0')));
 }
 
 TEST_CASE("io: npy reads version 2.0 and 3.0 headers and other spellings") {

@@ -28,8 +28,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("obr_test_io_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    path =
+        fs::temp_directory_path() / ("obr_test_io_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -237,15 +237,19 @@ TEST_CASE("io: safetensors rejects hostile headers with messages naming file and
       {entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8,16]})"), 16, {t, "expected [begin, end]"}},
       {entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0]})"), 8, {t, "expected [begin, end]"}},
       {entry(R"({"dtype":"F32","shape":[2],"data_offsets":{"a":1}})"), 8, {t, "expected [begin, end]"}},
-      {entry(R"({"dtype":"F32","shape":[3],"data_offsets":[12,24]})"), 20,
+      {entry(R"({"dtype":"F32","shape":[3],"data_offsets":[12,24]})"),
+       20,
        {t, "data offsets [12, 24) extend beyond the file's data section (20 bytes)"}},
       {entry(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), 8, {t, "hold 8 bytes", "needs 12"}},
       {R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I32","shape":[2],"data_offsets":[4,12]}})",
-       12, {"'a' [0, 8)", "'b' [4, 12)", "overlap"}},
+       12,
+       {"'a' [0, 8)", "'b' [4, 12)", "overlap"}},
       {R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})",
-       4, {"overlap"}},
+       4,
+       {"overlap"}},
       {R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})",
-       4, {"'a' twice"}},
+       4,
+       {"'a' twice"}},
       {R"({"__metadata__":{"format":1}})", 0, {"__metadata__ 'format'", "expected a string"}},
       {R"({"__metadata__":[1]})", 0, {"__metadata__", "expected an object"}},
   };

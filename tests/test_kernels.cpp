@@ -128,7 +128,9 @@ struct Case {
   bool a8, bias;
 };
 
-// Runs one case on every target (and, for `threads`, with 1 and 2 threads) against the reference.
+// Runs one case on every target against the reference, on 1 thread, or for `threads` on 1 and
+// 2 threads (the sweep stays on 1: on a busy machine every parallel region can stall for a
+// scheduler tick, and thread independence has its own test).
 void run_case(const Case& c, bool threads) {
   const uint64_t seed = uint64_t(c.N * 1000003 + c.K * 1009 + c.T * 17 + int(c.format));
   const TestWeights tw = make_weights(c.format, c.N, c.K, c.wkind, seed);
@@ -155,7 +157,7 @@ void run_case(const Case& c, bool threads) {
     // and proves nothing beyond the dispatch, which the small ones prove.
     if (target.name == "SCALAR" && c.N * c.K * c.T > (1 << 20)) continue;
     ScopedTarget scoped(target);
-    for (int nt : threads ? std::vector<int>{1, 2} : std::vector<int>{saved_threads}) {
+    for (int nt : threads ? std::vector<int>{1, 2} : std::vector<int>{1}) {
       set_num_threads(nt);
       Misaligned<float> y(size_t(c.T * c.N), 4);
       Misaligned<int32_t> acc(size_t(c.T * c.N), 4);
@@ -246,24 +248,25 @@ TEST_CASE("kernel formats: pack/unpack round trips on odd shapes") {
           unpack_int4(W, q.data(), keep.data());
           for (int64_t i = 0; i < N * K; ++i) {
             const int8_t want = tw.keep[size_t(i)] ? tw.q[size_t(i)] : int8_t(0);
-            REQUIRE_MESSAGE(q[size_t(i)] == want, format_name(f), " [", N, ", ", K, "] kind ", kind,
-                            " at [", i / K, ", ", i % K, "]: expected ", int(want), ", got ",
-                            int(q[size_t(i)]));
-            if (tw.keep[size_t(i)]) REQUIRE(keep[size_t(i)] == 1);
-            if (f == Int4Format::kUnstructured) REQUIRE(keep[size_t(i)] == tw.keep[size_t(i)]);
+            const bool keep_ok = f == Int4Format::kUnstructured ? keep[size_t(i)] == tw.keep[size_t(i)]
+                                                                : keep[size_t(i)] >= tw.keep[size_t(i)];
+            if (q[size_t(i)] == want && keep_ok) continue;
+            FAIL(format_name(f), " [", N, ", ", K, "] kind ", kind, " at [", i / K, ", ", i % K,
+                 "]: expected code ", int(want), " kept ", int(tw.keep[size_t(i)]), ", got ",
+                 int(q[size_t(i)]), " kept ", int(keep[size_t(i)]));
           }
           if (f == Int4Format::kSparse24) {  // every full group stores exactly 2 positions
             for (int64_t n = 0; n < N; ++n)
               for (int64_t g = 0; g + 4 <= K; g += 4) {
                 int c = 0;
                 for (int i = 0; i < 4; ++i) c += keep[size_t(n * K + g + i)];
-                REQUIRE_MESSAGE(c == 2, "2:4 row ", n, " group ", g / 4, " stores ", c);
+                if (c != 2) FAIL("2:4 [", N, ", ", K, "] row ", n, " group ", g / 4, " stores ", c);
               }
           }
           for (int64_t n = 0; n < N; ++n) {
             int32_t s = 0;
             for (int64_t k = 0; k < K; ++k) s += q[size_t(n * K + k)];
-            REQUIRE(W.row_sum[size_t(n)] == s);
+            if (W.row_sum[size_t(n)] != s) FAIL("row_sum[", n, "] = ", W.row_sum[size_t(n)], ", want ", s);
           }
         }
       }
@@ -272,12 +275,12 @@ TEST_CASE("kernel formats: pack/unpack round trips on odd shapes") {
 }
 
 TEST_CASE("kernel formats: bytes per weight") {
-  const int64_t N = 4096, K = 4096;
+  const int64_t N = 512, K = 4096;
   for (Int4Format f : kFormats) {
     const TestWeights tw = make_weights(f, N, K, 0, 5);
     const PackedWeights W = pack_int4(f, tw.q.data(), tw.sw.data(), N, K, tw.keep.data());
     const double bpw = W.bytes_per_weight();
-    MESSAGE(std::string(format_name(f)), " [4096, 4096]: ", bpw, " bytes/weight");
+    MESSAGE(std::string(format_name(f)), " [512, 4096]: ", bpw, " bytes/weight");
     if (f == Int4Format::kDense) CHECK(bpw == doctest::Approx(0.5 + 8.0 / K));
     if (f == Int4Format::kSparse24) CHECK(bpw == doctest::Approx(0.375 + 8.0 / K));
     if (f == Int4Format::kUnstructured) CHECK((bpw > 0.375 && bpw < 0.40));

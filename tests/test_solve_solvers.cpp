@@ -59,7 +59,7 @@ TEST_CASE("solve: parse_method knows the seven names and lists them on error") {
 }
 
 TEST_CASE("solve: the GPTQ factor satisfies Hinv^T Hinv H = I") {
-  LayerProblem p = make_problem({8, 136, 2, 200, 5});
+  LayerProblem p = make_problem(problem_spec(8, 136, 2, 200, 5));
   PreparedHessian ph = prepare_hessian(p.H, nullptr, 0.01);
   const Tensor Hinv = gptq_inverse_factor(ph.H);
   const int64_t C = 136;
@@ -82,7 +82,7 @@ TEST_CASE("solve: the GPTQ factor satisfies Hinv^T Hinv H = I") {
 }
 
 TEST_CASE("solve: GPTQ does not depend on the block layout, and a start column is the trailing subproblem") {
-  LayerProblem p = make_problem({40, 192, 4, 96, 21});
+  LayerProblem p = make_problem(problem_spec(40, 192, 4, 96, 21));
   PreparedHessian ph = prepare_hessian(p.H, nullptr, 0.01);
   const Tensor Hinv = gptq_inverse_factor(ph.H);
   const Tensor S = weight_scales(p.W, WeightQuantSpec{});
@@ -120,7 +120,7 @@ TEST_CASE("solve: GPTQ does not depend on the block layout, and a start column i
 TEST_CASE("solve: GPTQ and OBR are never worse than RTN on the layer objective for the same mask") {
   for (int64_t C : {128, 192, 136, 256}) {
     for (uint64_t seed = 1; seed <= 3; ++seed) {
-      LayerProblem p = make_problem({32, C, 4, 2 * C / 4 + 40, seed * 101 + uint64_t(C)});
+      LayerProblem p = make_problem(problem_spec(32, C, 4, 2 * C / 4 + 40, seed * 101 + uint64_t(C)));
       INFO("C_in ", C, " seed ", seed);
       const double rtn = run(p, Method::RTN, 0.0).loss, gptq = run(p, Method::GPTQ, 0.0).loss;
       CHECK(gptq < rtn);
@@ -141,7 +141,7 @@ TEST_CASE("solve: GPTQ and OBR are never worse than RTN on the layer objective f
 TEST_CASE("solve: OBR's compensations zero the gradient of the quadratic objective (KKT)") {
   for (double alpha : {0.5, 0.29}) {
     for (bool ill : {false, true}) {
-      ProblemSpec spec{24, 136, 3, 80, 77};
+      ProblemSpec spec = problem_spec(24, 136, 3, 80, 77);
       spec.ill_conditioned = ill;
       LayerProblem p = make_problem(spec);
       Tensor W = p.W.clone();
@@ -198,7 +198,7 @@ TEST_CASE("solve: OBR's compensations zero the gradient of the quadratic objecti
 TEST_CASE("solve: OBR beats Wanda+GPTQ, and SparseGPT+GPTQ is reasonable") {
   for (int nm : {0, 1}) {
     for (uint64_t seed = 1; seed <= 3; ++seed) {
-      LayerProblem p = make_problem({32, 256, 4, 160, 900 + seed});
+      LayerProblem p = make_problem(problem_spec(32, 256, 4, 160, 900 + seed));
       const int n = nm ? 2 : 0, m = nm ? 4 : 0;
       const double wr = run(p, Method::WandaRTN, 0.5, n, m).loss, wg = run(p, Method::WandaGPTQ, 0.5, n, m).loss;
       const SolveResult sg = run(p, Method::SparseGPTGPTQ, 0.5, n, m);
@@ -219,7 +219,7 @@ TEST_CASE("solve: OBR beats Wanda+GPTQ, and SparseGPT+GPTQ is reasonable") {
 }
 
 TEST_CASE("solve: every method keeps W_hat == codes * scale and is bit-identical for 1 and 2 threads") {
-  ProblemSpec spec{70, 192, 3, 64, 5};  // T*S < C_in: rank-deficient H, damping needed
+  ProblemSpec spec = problem_spec(70, 192, 3, 64, 5);  // T*S < C_in: rank-deficient H, damping needed
   spec.dead_cols = {0, 5, 150};
   spec.zero_rows = {3, 69};
   spec.ill_conditioned = true;
@@ -248,7 +248,7 @@ TEST_CASE("solve: every method keeps W_hat == codes * scale and is bit-identical
 }
 
 TEST_CASE("solve: dense RTN and GPTQ are quantization only") {
-  LayerProblem p = make_problem({16, 128, 2, 100, 8});
+  LayerProblem p = make_problem(problem_spec(16, 128, 2, 100, 8));
   for (Method m : {Method::RTN, Method::GPTQ}) {
     const SolveResult r = run(p, m, 0.0);
     check_result_invariants(r, p.W);
@@ -262,7 +262,7 @@ TEST_CASE("solve: dense RTN and GPTQ are quantization only") {
 }
 
 TEST_CASE("solve: a non-positive-definite H is handled with a warning") {
-  LayerProblem p = make_problem({16, 128, 2, 100, 9});
+  LayerProblem p = make_problem(problem_spec(16, 128, 2, 100, 9));
   // Make H indefinite: subtract 5% of its mean diagonal from the diagonal.
   double mean = 0.0;
   for (int64_t j = 0; j < 128; ++j) mean += p.H.at<float>(j, j) / 128.0;
@@ -281,11 +281,11 @@ TEST_CASE("solve: a non-positive-definite H is handled with a warning") {
 
 TEST_CASE("solve: reference quirks reproduce the reference's OBR-GPTQ column layout") {
   // alpha = 0.5 and C_in a multiple of 256: the quirks change nothing.
-  LayerProblem p = make_problem({16, 256, 2, 150, 12});
+  LayerProblem p = make_problem(problem_spec(16, 256, 2, 150, 12));
   CHECK(bitwise_equal(run(p, Method::OBR_GPTQ, 0.5, 0, 0, 0.5, true).W_hat,
                       run(p, Method::OBR_GPTQ, 0.5, 0, 0, 0.5, false).W_hat));
   // C_in = 192: alpha*C_in = 96, the reference's GPTQ starts at block 128, columns 96..127 stay 0.
-  LayerProblem q = make_problem({16, 192, 2, 150, 13});
+  LayerProblem q = make_problem(problem_spec(16, 192, 2, 150, 13));
   const SolveResult quirk = run(q, Method::OBR_GPTQ, 0.5, 0, 0, 0.5, true);
   const SolveResult good = run(q, Method::OBR_GPTQ, 0.5, 0, 0, 0.5, false);
   int64_t nonzero_good = 0;

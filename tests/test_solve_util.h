@@ -28,6 +28,16 @@ struct ProblemSpec {
   bool ill_conditioned = false;      // tiny channels and near-duplicate channels
 };
 
+inline ProblemSpec problem_spec(int64_t C_out, int64_t C_in, int64_t samples, int64_t tokens, uint64_t seed) {
+  ProblemSpec p;
+  p.C_out = C_out;
+  p.C_in = C_in;
+  p.samples = samples;
+  p.tokens = tokens;
+  p.seed = seed;
+  return p;
+}
+
 // Inputs with low-rank correlation (C_in/4 latent factors), per-channel scales spread over
 // e^{+-1}, every 17th channel an outlier (x8), plus noise; W Gaussian with a few large weights.
 inline LayerProblem make_problem(const ProblemSpec& p) {

@@ -306,6 +306,7 @@ TEST_CASE("tokenizer: Unicode classes and NFC") {
   CHECK(unicode::letter(U'é'));
   CHECK(unicode::letter(0x6771));   // 東
   CHECK(unicode::letter(0x1D400));  // mathematical bold A
+  CHECK(unicode::letter(0x1C89));   // Cyrillic TJE, new in Unicode 16.0: the classes follow tokenizers 0.23's Oniguruma
   CHECK(unicode::number(0x0661));   // Arabic-Indic digit one
   CHECK(unicode::number(0x00BD));   // ½ (No)
   CHECK(unicode::number(0x216B));   // Ⅻ (Nl)

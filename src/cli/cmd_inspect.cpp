@@ -119,9 +119,9 @@ void print_tensors(const TensorStore& store, const std::string& filter, bool wit
     params += info.nbytes / dtype_size(info.dtype);
     bytes += info.nbytes;
   }
-  std::printf("%zu tensor%s%s, %s parameters, %s bytes (%s) in %zu file%s\n", names.size(), names.size() == 1 ? "" : "s",
-              filter.empty() ? "" : (" matching '" + filter + "'").c_str(), thousands(params).c_str(),
-              thousands(bytes).c_str(), human_bytes(bytes).c_str(), store.files().size(),
+  std::printf("%zu tensor%s%s, %s parameters, %s bytes (%s) in %zu file%s\n", names.size(),
+              names.size() == 1 ? "" : "s", filter.empty() ? "" : (" matching '" + filter + "'").c_str(),
+              thousands(params).c_str(), thousands(bytes).c_str(), human_bytes(bytes).c_str(), store.files().size(),
               store.files().size() == 1 ? "" : "s");
   if (!store.metadata().empty()) {
     std::printf("metadata:");
@@ -134,7 +134,8 @@ int inspect_model_dir(const std::string& dir, const std::string& filter, bool wi
   const bool has_config = fs::exists(fs::path(dir) / "config.json");
   const bool has_weights =
       fs::exists(fs::path(dir) / "model.safetensors") || fs::exists(fs::path(dir) / "model.safetensors.index.json");
-  OBR_CHECK(has_config || has_weights, dir, ": not a model directory (no config.json, model.safetensors or "
+  OBR_CHECK(has_config || has_weights, dir,
+            ": not a model directory (no config.json, model.safetensors or "
             "model.safetensors.index.json)");
   ModelConfig cfg;
   if (has_config) {

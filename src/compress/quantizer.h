@@ -4,12 +4,13 @@
 // Every formula below is evaluated in float32 in the order written, like the reference
 // (QuaRot quant_utils.py: WeightQuantizer, ActQuantizer, sym_quant, asym_quant), so other
 // code can reproduce it to the bit:
-//   round(x)  = std::nearbyint(x) in the default rounding mode: round half to EVEN
-//               (0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -0.5 -> -0), like torch.round; NOT std::round.
+//   round(x)  = round half to EVEN (0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -2.5 -> -2), like
+//               torch.round and std::nearbyint in the default rounding mode; NOT std::round.
+//               Implemented as round_half_even() below (same integers as std::nearbyint).
 //   a / b     = IEEE float division (never a multiplication by a reciprocal).
 //   c * x     = float(c) * x for a double option c (clip, p): the constant is first rounded
 //               to float, as PyTorch does with a Python scalar and a float32 tensor.
-// A NaN input quantizes to the lowest level (clamp is done with fmax/fmin, so no UB).
+// Clamps are written as comparisons: a NaN input quantizes to the lowest level (no UB).
 #pragma once
 
 #include <cmath>

@@ -41,8 +41,8 @@ void AtomicFile::write(const void* data, size_t n) {
     // Linux writes at most 0x7ffff000 bytes per call; loop for partial writes and EINTR.
     ssize_t w = ::write(fd_, p, n);
     if (w < 0 && errno == EINTR) continue;
-    OBR_CHECK(w > 0, path_, ": write failed after ", written_, " bytes (temporary file '", tmp_, "'): ",
-              w < 0 ? sys_error() : std::string("no progress"));
+    OBR_CHECK(w > 0, path_, ": write failed after ", written_, " bytes (temporary file '", tmp_,
+              "'): ", w < 0 ? sys_error() : std::string("no progress"));
     p += w;
     n -= size_t(w);
     written_ += uint64_t(w);

@@ -14,7 +14,9 @@ nlohmann::json parse_json(const std::string& text, const std::string& source) {
   std::string duplicate;
   auto callback = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
     switch (event) {
-      case json::parse_event_t::object_start: open_objects.emplace_back(); break;
+      case json::parse_event_t::object_start:
+        open_objects.emplace_back();
+        break;
       case json::parse_event_t::object_end:
         if (!open_objects.empty()) open_objects.pop_back();
         break;
@@ -23,7 +25,8 @@ nlohmann::json parse_json(const std::string& text, const std::string& source) {
             !open_objects.back().insert(parsed.get_ref<const std::string&>()).second && duplicate.empty())
           duplicate = parsed.get_ref<const std::string&>();
         break;
-      default: break;
+      default:
+        break;
     }
     return true;
   };

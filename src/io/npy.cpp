@@ -44,9 +44,12 @@ std::string excerpt(const std::string& text) {
   std::string out;
   for (size_t i = 0; i < s.size() && i < 160; ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '\n') out += "\\n";
-    else if (c >= 32 && c < 127) out += char(c);
-    else out += '?';
+    if (c == '\n')
+      out += "\\n";
+    else if (c >= 32 && c < 127)
+      out += char(c);
+    else
+      out += '?';
   }
   if (s.size() > 160) out += "...";
   return out;
@@ -80,8 +83,8 @@ class HeaderParser {
         *shape = tuple();
         seen_shape = true;
       } else {
-        fail(path_, ": header has an unknown key '", excerpt(key), "' (expected descr, fortran_order, shape): ",
-             excerpt(s_));
+        fail(path_, ": header has an unknown key '", excerpt(key),
+             "' (expected descr, fortran_order, shape): ", excerpt(s_));
       }
       if (!eat(',')) {
         expect('}', "',' or '}'");
@@ -92,7 +95,10 @@ class HeaderParser {
     OBR_CHECK(pos_ == s_.size(), path_, ": unexpected text after the header dict at character ", pos_, ": ",
               excerpt(s_));
     OBR_CHECK(seen_descr && seen_fortran && seen_shape, path_, ": header lacks ",
-              !seen_descr ? "'descr'" : !seen_fortran ? "'fortran_order'" : "'shape'", ": ", excerpt(s_));
+              !seen_descr     ? "'descr'"
+              : !seen_fortran ? "'fortran_order'"
+                              : "'shape'",
+              ": ", excerpt(s_));
   }
 
  private:
@@ -112,14 +118,13 @@ class HeaderParser {
   }
   std::string string_literal(const std::string& what) {
     ws();
-    OBR_CHECK(pos_ < s_.size() && (s_[pos_] == '\'' || s_[pos_] == '"'), path_, ": malformed header: expected ",
-              what, " at character ", pos_, ": ", excerpt(s_));
+    OBR_CHECK(pos_ < s_.size() && (s_[pos_] == '\'' || s_[pos_] == '"'), path_, ": malformed header: expected ", what,
+              " at character ", pos_, ": ", excerpt(s_));
     char quote = s_[pos_++];
     size_t end = s_.find(quote, pos_);
     OBR_CHECK(end != std::string::npos, path_, ": malformed header: unterminated string: ", excerpt(s_));
     std::string v = s_.substr(pos_, end - pos_);
-    OBR_CHECK(v.find('\\') == std::string::npos, path_, ": malformed header: escapes are not supported: ",
-              excerpt(s_));
+    OBR_CHECK(v.find('\\') == std::string::npos, path_, ": malformed header: escapes are not supported: ", excerpt(s_));
     pos_ = end + 1;
     return v;
   }
@@ -205,8 +210,7 @@ Tensor read_npy(const std::string& path) {
 
   unsigned char pre[12] = {};
   pread_exact(f.fd, pre, size_t(std::min<uint64_t>(size, 12)), 0, path);
-  OBR_CHECK(size >= 6 && std::memcmp(pre, kMagic, 6) == 0, path, ": not a .npy file (bad magic; ", size,
-            " bytes)");
+  OBR_CHECK(size >= 6 && std::memcmp(pre, kMagic, 6) == 0, path, ": not a .npy file (bad magic; ", size, " bytes)");
   OBR_CHECK(size >= 10, path, ": truncated .npy file: ", size, " bytes, too short for the version and header length");
   const int major = pre[6], minor = pre[7];
   OBR_CHECK((major == 1 || major == 2 || major == 3) && minor == 0, path, ": unsupported .npy version ", major, ".",
@@ -215,8 +219,7 @@ Tensor read_npy(const std::string& path) {
   const uint64_t prefix = 8 + uint64_t(len_bytes);
   OBR_CHECK(size >= prefix, path, ": truncated .npy file: ", size, " bytes, too short for the header length");
   const uint64_t hlen = le(pre + 8, len_bytes);
-  OBR_CHECK(hlen <= kMaxHeaderBytes, path, ": header length ", hlen, " is over the ", kMaxHeaderBytes,
-            "-byte limit");
+  OBR_CHECK(hlen <= kMaxHeaderBytes, path, ": header length ", hlen, " is over the ", kMaxHeaderBytes, "-byte limit");
   OBR_CHECK(prefix + hlen <= size, path, ": header length ", hlen, " extends beyond the file (", size, " bytes)");
 
   std::string header(size_t(hlen), '\0');
@@ -238,7 +241,8 @@ Tensor read_npy(const std::string& path) {
               "' is not supported (save with a little-endian dtype, e.g. arr.astype('<f4'))");
     fail(path, ": unsupported dtype '", excerpt(descr), "' (reads <f4, <f8, <f2, |i1, |u1, <i4, <i8)");
   }
-  OBR_CHECK(!fortran, path, ": fortran_order True (column-major) arrays are not supported; save "
+  OBR_CHECK(!fortran, path,
+            ": fortran_order True (column-major) arrays are not supported; save "
             "np.ascontiguousarray(arr)");
 
   // Byte size with overflow checks: the shape comes from the file.
@@ -251,8 +255,8 @@ Tensor read_npy(const std::string& path) {
   const uint64_t avail = size - prefix - hlen;
   OBR_CHECK(avail >= nbytes, path, ": truncated data: shape ", shape_str(shape), " of ", descr, " needs ", nbytes,
             " bytes, the file has ", avail, " after the header");
-  OBR_CHECK(avail == nbytes, path, ": ", avail - nbytes, " bytes of trailing data after the ", shape_str(shape),
-            " ", descr, " array");
+  OBR_CHECK(avail == nbytes, path, ": ", avail - nbytes, " bytes of trailing data after the ", shape_str(shape), " ",
+            descr, " array");
 
   Tensor t = Tensor::zeros(shape, dt);
   if (nbytes) pread_exact(f.fd, t.raw_mut(), size_t(nbytes), prefix + hlen, path);

@@ -148,7 +148,8 @@ void TensorStore::add_file(const std::string& file) {
       continue;
     }
     const std::string where = file + ": tensor '" + name + "'";
-    OBR_CHECK(v.is_object(), where, ": entry is ", json_brief(v), ", expected an object with dtype, shape, data_offsets");
+    OBR_CHECK(v.is_object(), where, ": entry is ", json_brief(v),
+              ", expected an object with dtype, shape, data_offsets");
     auto dt_it = v.find("dtype"), shape_it = v.find("shape"), off_it = v.find("data_offsets");
     OBR_CHECK(dt_it != v.end(), where, ": entry has no \"dtype\"");
     OBR_CHECK(shape_it != v.end(), where, ": entry has no \"shape\"");
@@ -178,9 +179,9 @@ void TensorStore::add_file(const std::string& file) {
               " is too large (byte size overflows)");
     p.info.nbytes = numel * esize;
 
-    OBR_CHECK(off_it->is_array() && off_it->size() == 2 && as_count((*off_it)[0], &p.begin) &&
-                  as_count((*off_it)[1], &p.end),
-              where, ": data_offsets is ", json_brief(*off_it), ", expected [begin, end] (non-negative integers)");
+    OBR_CHECK(
+        off_it->is_array() && off_it->size() == 2 && as_count((*off_it)[0], &p.begin) && as_count((*off_it)[1], &p.end),
+        where, ": data_offsets is ", json_brief(*off_it), ", expected [begin, end] (non-negative integers)");
     OBR_CHECK(p.begin <= p.end, where, ": data_offsets [", p.begin, ", ", p.end, "] has begin > end");
     OBR_CHECK(p.end <= data_size, where, ": data offsets [", p.begin, ", ", p.end,
               ") extend beyond the file's data section (", data_size, " bytes)");
@@ -274,8 +275,8 @@ TensorStore TensorStore::open(const std::string& path) {
   for (const auto& f : shards) s.add_file(f);
   for (const auto& t : shard_of) {
     auto e = s.entries_.find(t.first);
-    OBR_CHECK(e != s.entries_.end() && e->second.info.file == t.second, index, ": weight_map puts tensor '",
-              t.first, "' in ", t.second, ", but that file does not have it",
+    OBR_CHECK(e != s.entries_.end() && e->second.info.file == t.second, index, ": weight_map puts tensor '", t.first,
+              "' in ", t.second, ", but that file does not have it",
               e != s.entries_.end() ? " (it is in " + e->second.info.file + ")" : std::string());
   }
   return s;
@@ -295,7 +296,8 @@ const TensorStore::Info& TensorStore::info(const std::string& name) const { retu
 Tensor TensorStore::get(const std::string& name) const {
   const Entry& e = entry(name);
   const size_t esize = dtype_size(e.info.dtype);
-  if (reinterpret_cast<uintptr_t>(e.data) % esize == 0) return Tensor::view(e.data, e.info.shape, e.info.dtype, e.owner);
+  if (reinterpret_cast<uintptr_t>(e.data) % esize == 0)
+    return Tensor::view(e.data, e.info.shape, e.info.dtype, e.owner);
   // Misaligned for its element type (see the header comment): an owned, aligned copy.
   Tensor t = Tensor::zeros(e.info.shape, e.info.dtype);
   if (e.info.nbytes) std::memcpy(t.raw_mut(), e.data, size_t(e.info.nbytes));

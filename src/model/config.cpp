@@ -54,8 +54,8 @@ class Fields {
     } else {
       fail(where_, ": field '", key, "' is ", json_brief(v), ", expected an integer");
     }
-    OBR_CHECK(x >= lo && x <= double(std::numeric_limits<int>::max()), where_, ": field '", key, "' is ",
-              json_brief(v), ", expected ", lo == 1 ? "a positive integer" : "an integer >= " + std::to_string(lo),
+    OBR_CHECK(x >= lo && x <= double(std::numeric_limits<int>::max()), where_, ": field '", key, "' is ", json_brief(v),
+              ", expected ", lo == 1 ? "a positive integer" : "an integer >= " + std::to_string(lo),
               " that fits in 32 bits");
     return int(x);
   }
@@ -178,7 +178,8 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
     OBR_CHECK(!c.model_type.empty(), src, ": architecture '", arch,
               "' is not supported (obr handles LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
   }
-  OBR_CHECK(c.model_type != "qwen3", src, ": model_type 'qwen3' is not supported yet (its per-head q/k RMSNorm "
+  OBR_CHECK(c.model_type != "qwen3", src,
+            ": model_type 'qwen3' is not supported yet (its per-head q/k RMSNorm "
             "is not implemented; obr handles llama, mistral, qwen2)");
   OBR_CHECK(architecture_of(c.model_type) != nullptr, src, ": model_type '", c.model_type,
             "' is not supported (obr handles llama, mistral, qwen2)");
@@ -201,8 +202,8 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   c.num_key_value_heads = f.integer("num_key_value_heads", c.num_attention_heads, false);
   c.vocab_size = f.integer("vocab_size", 0, true);
   c.max_position_embeddings = f.integer("max_position_embeddings", 0, false);
-  OBR_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, src, ": num_attention_heads (",
-            c.num_attention_heads, ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+  OBR_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, src, ": num_attention_heads (", c.num_attention_heads,
+            ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
   if (f.given("head_dim")) {
     c.head_dim = f.integer("head_dim", 0, true);
   } else {
@@ -230,9 +231,9 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
       c.rope_theta = t;
     }
     c.rope_scaling = read_rope(rp, where);
-    OBR_CHECK(!f.given("rope_scaling") || read_rope(f.at("rope_scaling"), src + ": rope_scaling").type ==
-                                               c.rope_scaling.type,
-              src, ": rope_scaling and rope_parameters disagree on the RoPE type");
+    OBR_CHECK(
+        !f.given("rope_scaling") || read_rope(f.at("rope_scaling"), src + ": rope_scaling").type == c.rope_scaling.type,
+        src, ": rope_scaling and rope_parameters disagree on the RoPE type");
   } else if (f.given("rope_scaling")) {
     c.rope_scaling = read_rope(f.at("rope_scaling"), src + ": rope_scaling");
   }
@@ -310,8 +311,9 @@ std::string ModelConfig::to_json() const {
 }
 
 int64_t ModelConfig::num_parameters() const {
-  const int64_t h = hidden_size, q = int64_t(num_attention_heads) * head_dim, kv = int64_t(num_key_value_heads) * head_dim;
-  int64_t layer = h * q + 2 * h * kv + q * h         // q, k, v, o
+  const int64_t h = hidden_size, q = int64_t(num_attention_heads) * head_dim,
+                kv = int64_t(num_key_value_heads) * head_dim;
+  int64_t layer = h * q + 2 * h * kv + q * h            // q, k, v, o
                   + 3 * h * int64_t(intermediate_size)  // gate, up, down
                   + 2 * h;                              // input and post-attention RMSNorm
   if (qkv_bias) layer += q + 2 * kv;
@@ -326,12 +328,14 @@ std::string ModelConfig::summary() const {
   const char* arch = architecture_of(model_type);
   const int64_t np = num_parameters();
   os << "model: " << model_type << " (" << (arch ? arch : "?") << "), " << np << " parameters";
-  if (np >= 1000000) os << " (" << fmt_g(double(np) / (np >= 1000000000 ? 1e9 : 1e6)) << (np >= 1000000000 ? " B" : " M") << ")";
+  if (np >= 1000000)
+    os << " (" << fmt_g(double(np) / (np >= 1000000000 ? 1e9 : 1e6)) << (np >= 1000000000 ? " B" : " M") << ")";
   os << " implied by the config\n";
   os << "  layers " << num_hidden_layers << ", hidden " << hidden_size << ", intermediate " << intermediate_size
      << ", vocab " << vocab_size << "\n";
   os << "  attention: " << num_attention_heads << " heads, " << num_key_value_heads << " kv heads";
-  if (num_key_value_heads != num_attention_heads) os << " (GQA, " << num_attention_heads / num_key_value_heads << " per group)";
+  if (num_key_value_heads != num_attention_heads)
+    os << " (GQA, " << num_attention_heads / num_key_value_heads << " per group)";
   os << ", head_dim " << head_dim << "\n";
   os << "  rope: theta " << fmt_g(rope_theta);
   if (rope_scaling.type == "linear") os << ", linear scaling x" << fmt_g(rope_scaling.factor);

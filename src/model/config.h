@@ -38,18 +38,18 @@ struct RopeScaling {
 
 struct ModelConfig {
   std::string model_type;  // "llama", "mistral", "qwen2"
-  int hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0, num_attention_heads = 0,
-      num_key_value_heads = 0, head_dim = 0, vocab_size = 0,
+  int hidden_size = 0, intermediate_size = 0, num_hidden_layers = 0, num_attention_heads = 0, num_key_value_heads = 0,
+      head_dim = 0, vocab_size = 0,
       max_position_embeddings = 0;  // 0: not given
   double rms_norm_eps = 1e-6, rope_theta = 10000;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;     // q_proj/k_proj/v_proj have biases (qwen2; llama attention_bias)
-  bool o_bias = false;       // o_proj has a bias (llama attention_bias only)
-  bool mlp_bias = false;     // gate/up/down have biases (llama mlp_bias)
+  bool qkv_bias = false;  // q_proj/k_proj/v_proj have biases (qwen2; llama attention_bias)
+  bool o_bias = false;    // o_proj has a bias (llama attention_bias only)
+  bool mlp_bias = false;  // gate/up/down have biases (llama mlp_bias)
   int bos_token_id = -1, eos_token_id = -1;
-  int sliding_window = 0;    // 0: none; read and reported, not applied (see above)
-  std::string dtype;         // "bfloat16", ... from "dtype" or "torch_dtype"; "" if absent
+  int sliding_window = 0;  // 0: none; read and reported, not applied (see above)
+  std::string dtype;       // "bfloat16", ... from "dtype" or "torch_dtype"; "" if absent
 
   // `path`: a config.json file or a model directory holding one.
   static ModelConfig from_file(const std::string& path);

@@ -1,5 +1,7 @@
 #include "model/llama.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -154,39 +156,36 @@ static void run_proj(const LlamaModel& m, const DecoderLayer& L, int layer, Proj
 
 // Causal softmax attention of T new queries against cache rows [0, pos0 + T).
 // q [T, nh*hd] (already rotated), K/V cache [>= pos0+T, nkv*hd] -> out [T, nh*hd].
+// Per query head h (kv head h / (nh/nkv)): S = q_h K^T / sqrt(hd) [T, n_keys] (one sgemm),
+// causal softmax per row in float with a double sum, out_h = P V (one sgemm).
 static void attention(const float* q, const LayerCache& cache, int64_t T, int64_t pos0, int64_t nh, int64_t nkv,
                       int64_t hd, float* out) {
-  const int64_t group = nh / nkv, kvdim = nkv * hd, qdim = nh * hd;
+  const int64_t group = nh / nkv, kvdim = nkv * hd, qdim = nh * hd, n_keys = pos0 + T;
   const float* K = cache.K.data<float>();
   const float* Vc = cache.V.data<float>();
   const float scale = float(1.0 / std::sqrt(double(hd)));
-  parallel_for(nh * T, [&](int64_t job) {
-    const int64_t h = job / T, t = job % T, kvh = h / group;
-    const int64_t n_keys = pos0 + t + 1;
-    std::vector<float> s(static_cast<size_t>(n_keys));
-    const float* qv = q + t * qdim + h * hd;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const float* kv = K + j * kvdim + kvh * hd;
-      float d = 0;
-      for (int64_t i = 0; i < hd; ++i) d += qv[i] * kv[i];
-      s[size_t(j)] = d * scale;
-      mx = std::max(mx, s[size_t(j)]);
-    }
-    double sum = 0;
-    for (int64_t j = 0; j < n_keys; ++j) {
-      s[size_t(j)] = std::exp(s[size_t(j)] - mx);
-      sum += s[size_t(j)];
-    }
-    const float inv = float(1.0 / sum);
-    float* o = out + t * qdim + h * hd;
-    for (int64_t i = 0; i < hd; ++i) o[i] = 0;
-    for (int64_t j = 0; j < n_keys; ++j) {
-      const float w = s[size_t(j)] * inv;
-      const float* vv = Vc + j * kvdim + kvh * hd;
-      for (int64_t i = 0; i < hd; ++i) o[i] += w * vv[i];
-    }
-  });
+  std::vector<float> S(static_cast<size_t>(T * n_keys));
+  for (int64_t h = 0; h < nh; ++h) {
+    const int64_t kvh = h / group;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(n_keys), int(hd), scale, q + h * hd, int(qdim),
+                K + kvh * hd, int(kvdim), 0.0f, S.data(), int(n_keys));
+    parallel_for(T, [&](int64_t t) {
+      float* s = S.data() + t * n_keys;
+      const int64_t valid = pos0 + t + 1;  // keys 0 .. pos0 + t
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, s[j]);
+      double sum = 0;
+      for (int64_t j = 0; j < valid; ++j) {
+        s[j] = std::exp(s[j] - mx);
+        sum += s[j];
+      }
+      const float inv = float(1.0 / sum);
+      for (int64_t j = 0; j < valid; ++j) s[j] *= inv;
+      for (int64_t j = valid; j < n_keys; ++j) s[j] = 0.0f;
+    });
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(hd), int(n_keys), 1.0f, S.data(), int(n_keys),
+                Vc + kvh * hd, int(kvdim), 0.0f, out + h * hd, int(qdim));
+  }
 }
 
 void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache& cache, int64_t pos0,
