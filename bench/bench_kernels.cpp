@@ -133,12 +133,12 @@ struct DnnlMatmul {
   dnnl::matmul prim;
   dnnl::matmul::primitive_desc pd;
   dnnl::memory src, dst;
-  std::vector<dnnl::memory> weights;  // copies in oneDNN's preferred layout
+  std::vector<dnnl::memory> weights;  // copies in oneDNN's preferred layout, inside `arena`
 
   // src [T, K] of src_dt, weights [K, N] (from W [N, K] row-major: tag ba), dst [T, N] f32.
   // wdata: the plain weights ([N, K] elements of wei_dt). per_n_scales: output scales (int8).
   DnnlMatmul(int64_t T, int64_t N, int64_t K, dt src_dt, dt wei_dt, const void* wdata,
-             int64_t copies, const std::vector<float>* per_n_scales) {
+             double ws_bytes, AlignedBytes& arena, const std::vector<float>* per_n_scales) {
     const dnnl::memory::desc src_md({T, K}, src_dt, tag::ab);
     const dnnl::memory::desc wei_any({K, N}, wei_dt, tag::any);
     const dnnl::memory::desc wei_plain({K, N}, wei_dt, tag::ba);
@@ -150,14 +150,18 @@ struct DnnlMatmul {
     src = dnnl::memory(pd.src_desc(), eng);
     dst = dnnl::memory(pd.dst_desc(), eng);
     std::memset(src.get_data_handle(), 1, pd.src_desc().get_size());
+    const size_t bytes = pd.weights_desc().get_size(), stride = (bytes + 4095) / 4096 * 4096;
+    const int64_t copies = std::max<int64_t>(1, int64_t(std::ceil(ws_bytes / double(bytes))));
+    arena.grow(size_t(copies) * stride);
     dnnl::memory plain(wei_plain, eng, const_cast<void*>(wdata));
-    weights.emplace_back(pd.weights_desc(), eng);
-    dnnl::reorder(plain, weights[0]).execute(strm, plain, weights[0]);
-    strm.wait();
-    const size_t bytes = pd.weights_desc().get_size();
-    for (int64_t c = 1; c < copies; ++c) {
-      weights.emplace_back(pd.weights_desc(), eng);
-      std::memcpy(weights.back().get_data_handle(), weights[0].get_data_handle(), bytes);
+    for (int64_t c = 0; c < copies; ++c) {
+      weights.emplace_back(pd.weights_desc(), eng, arena.data() + c * int64_t(stride));
+      if (c == 0) {
+        dnnl::reorder(plain, weights[0]).execute(strm, plain, weights[0]);
+        strm.wait();
+      } else {
+        std::memcpy(arena.data() + c * int64_t(stride), arena.data(), bytes);
+      }
     }
   }
   void run(size_t copy) {
@@ -165,6 +169,12 @@ struct DnnlMatmul {
     strm.wait();
   }
   double weight_bytes() const { return double(pd.weights_desc().get_size()); }
+};
+
+// The decode working sets: one buffer per method, reused (not re-faulted) for every shape.
+struct Arenas {
+  AlignedBytes fp32, bf16, s8, prefill_bf16, prefill_s8;
+  std::vector<PackedWeights> int4[3];
 };
 
 // ---- the benchmark ------------------------------------------------------------------------------
@@ -186,7 +196,7 @@ void add_rows(std::vector<Row>& rows, const std::string& phase, const std::strin
   }
 }
 
-void bench_shape(int64_t N, int64_t K, const Options& opt, std::vector<Row>& rows) {
+void bench_shape(int64_t N, int64_t K, const Options& opt, Arenas& arenas, std::vector<Row>& rows) {
   const std::string shape = std::to_string(N) + "x" + std::to_string(K);
   const double ws = opt.ws_gb * 1e9;
   const double t_setup = now_s();
@@ -216,29 +226,35 @@ void bench_shape(int64_t N, int64_t K, const Options& opt, std::vector<Row>& row
   if (opt.decode) {
     std::vector<Method> methods;
     const int64_t cf = copies_for(4.0 * double(N * K), ws);
-    auto wcopies = std::make_shared<std::vector<std::vector<float>>>(size_t(cf), wf);
+    const size_t fbytes = size_t(N * K) * 4;
+    arenas.fp32.grow(size_t(cf) * fbytes);
+    for (int64_t c = 0; c < cf; ++c) std::memcpy(arenas.fp32.data() + c * int64_t(fbytes), wf.data(), fbytes);
+    const float* wcopies = reinterpret_cast<const float*>(arenas.fp32.data());
     auto y = std::make_shared<std::vector<float>>(size_t(N));
     methods.push_back({"OpenBLAS FP32 sgemv", [=, &xf] {
-                         for (auto& w : *wcopies)
-                           cblas_sgemv(CblasRowMajor, CblasNoTrans, int(N), int(K), 1.0f, w.data(),
-                                       int(K), xf.data(), 1, 0.0f, y->data(), 1);
+                         for (int64_t c = 0; c < cf; ++c)
+                           cblas_sgemv(CblasRowMajor, CblasNoTrans, int(N), int(K), 1.0f,
+                                       wcopies + c * N * K, int(K), xf.data(), 1, 0.0f, y->data(), 1);
                        }, cf, 4.0 * double(N * K), 2.0 * double(N * K), {}});
-    auto bf = std::make_shared<DnnlMatmul>(1, N, K, dt::bf16, dt::bf16, wb.data(),
-                                           copies_for(2.0 * double(N * K), ws), nullptr);
+    auto bf = std::make_shared<DnnlMatmul>(1, N, K, dt::bf16, dt::bf16, wb.data(), ws, arenas.bf16,
+                                           nullptr);
     methods.push_back({"oneDNN BF16 matmul", [bf] {
                          for (size_t c = 0; c < bf->weights.size(); ++c) bf->run(c);
                        }, int64_t(bf->weights.size()), bf->weight_bytes(), 2.0 * double(N * K), {}});
-    auto i8 = std::make_shared<DnnlMatmul>(1, N, K, dt::u8, dt::s8, wi8.data(),
-                                           copies_for(double(N * K), ws), &src.sw);
+    auto i8 = std::make_shared<DnnlMatmul>(1, N, K, dt::u8, dt::s8, wi8.data(), ws, arenas.s8,
+                                           &src.sw);
     methods.push_back({"oneDNN u8s8 matmul", [i8] {
                          for (size_t c = 0; c < i8->weights.size(); ++c) i8->run(c);
                        }, int64_t(i8->weights.size()), i8->weight_bytes(), 2.0 * double(N * K), {}});
     for (int f = 0; f < 3; ++f) {
       const int64_t c = copies_for(double(packed[size_t(f)].bytes()), ws);
-      auto wc = std::make_shared<std::vector<PackedWeights>>(size_t(c), packed[size_t(f)]);
-      methods.push_back({kInt4Names[f], [wc, y, &qa, &sa] {
-                           for (const PackedWeights& w : *wc)
-                             int4_matmul(w, qa.data(), sa.data(), 1, y->data());
+      std::vector<PackedWeights>& wc = arenas.int4[f];
+      if (int64_t(wc.size()) < c) wc.resize(size_t(c));
+      for (int64_t i = 0; i < c; ++i) wc[size_t(i)] = packed[size_t(f)];  // reuses the buffers
+      const PackedWeights* wp = wc.data();
+      methods.push_back({kInt4Names[f], [wp, c, y, &qa, &sa] {
+                           for (int64_t i = 0; i < c; ++i)
+                             int4_matmul(wp[i], qa.data(), sa.data(), 1, y->data());
                          }, c, double(packed[size_t(f)].bytes()), 2.0 * double(N * K), {}});
     }
     std::fprintf(stderr, "  %s decode: setup %.1f s\n", shape.c_str(), now_s() - t_setup);
@@ -257,9 +273,11 @@ void bench_shape(int64_t N, int64_t K, const Options& opt, std::vector<Row>& row
                                      1.0f, xf.data(), int(K), wf.data(), int(K), 0.0f, y->data(),
                                      int(N));
                        }, 1, 4.0 * double(N * K), ops, {}});
-    auto bf = std::make_shared<DnnlMatmul>(T, N, K, dt::bf16, dt::bf16, wb.data(), 1, nullptr);
+    auto bf = std::make_shared<DnnlMatmul>(T, N, K, dt::bf16, dt::bf16, wb.data(), 0.0,
+                                           arenas.prefill_bf16, nullptr);
     methods.push_back({"oneDNN BF16 matmul", [bf] { bf->run(0); }, 1, bf->weight_bytes(), ops, {}});
-    auto i8 = std::make_shared<DnnlMatmul>(T, N, K, dt::u8, dt::s8, wi8.data(), 1, &src.sw);
+    auto i8 = std::make_shared<DnnlMatmul>(T, N, K, dt::u8, dt::s8, wi8.data(), 0.0,
+                                           arenas.prefill_s8, &src.sw);
     methods.push_back({"oneDNN u8s8 matmul", [i8] { i8->run(0); }, 1, i8->weight_bytes(), ops, {}});
     for (int f = 0; f < 3; ++f) {
       const PackedWeights* w = &packed[size_t(f)];
@@ -355,9 +373,11 @@ int main(int argc, char** argv) {
   std::printf("decode working set >= %.2f GB of each method's own weight bytes; prefill T=%lld; "
               "%d reps, interleaved\n", opt.ws_gb, (long long)opt.tokens, opt.reps);
 
+  Arenas arenas;
   {  // Reference read bandwidth: sum of a buffer >= the decode working set.
     const size_t bytes = size_t(std::max(opt.ws_gb, 0.25) * 1e9) / 64 * 64;
-    AlignedBytes buf(bytes);
+    AlignedBytes& buf = arenas.fp32;  // becomes the FP32 working set afterwards
+    buf.grow(bytes);
     std::memset(buf.data(), 1, bytes);
     std::vector<double> ts;
     uint64_t sink = 0;
@@ -378,7 +398,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (auto [N, K] : shapes) {
     std::fprintf(stderr, "shape %lldx%lld...\n", (long long)N, (long long)K);
-    bench_shape(N, K, opt, rows);
+    bench_shape(N, K, opt, arenas, rows);
   }
   print_rows(rows);
   if (!opt.csv.empty()) write_csv(opt.csv, rows, threads, target);

@@ -6,6 +6,10 @@
 #include <algorithm>
 #include <new>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 #include "core/check.h"
 
 namespace obr::simd {
@@ -80,19 +84,20 @@ void sparse24_group(const Source& src, int64_t n, int64_t g, int idx[2]) {
 
 void pack_sparse24(const Source& src, PackedWeights& w) {
   const int64_t nchunks = w.k_pad / kSparse24ChunkCols;
+  const int64_t ngroups = w.k_pad / 4;
   w.data.resize(size_t(w.n_blocks() * nchunks * kSparse24ChunkBytes));
   uint8_t* out = w.data.data();
+  std::vector<int> idx(size_t(ngroups * 2));  // the two stored indices of every group of a row
   for (int64_t b = 0; b < w.n_blocks(); ++b) {
-    for (int64_t c = 0; c < nchunks; ++c) {
-      uint8_t* chunk = out + (b * nchunks + c) * kSparse24ChunkBytes;
-      for (int r = 0; r < kRowBlock; ++r) {
-        const int64_t n = b * kRowBlock + r;
+    for (int r = 0; r < kRowBlock; ++r) {
+      const int64_t n = b * kRowBlock + r;
+      for (int64_t g = 0; g < ngroups; ++g) sparse24_group(src, n, g, &idx[size_t(2 * g)]);
+      for (int64_t c = 0; c < nchunks; ++c) {
+        uint8_t* chunk = out + (b * nchunks + c) * kSparse24ChunkBytes;
         for (int s = 0; s < 4; ++s) {
           for (int e = 0; e < 4; ++e) {
             const int64_t g = c * 8 + 2 * s + e / 2;  // group index in the row
-            int idx[2];
-            sparse24_group(src, n, g, idx);
-            const int i = idx[e % 2];
+            const int i = idx[size_t(2 * g + e % 2)];
             const uint8_t nib = nibble_of(src.code(n, 4 * g + i));
             uint8_t& vbyte = chunk[64 * (s / 2) + 4 * r + e];
             vbyte = uint8_t(vbyte | (s % 2 == 0 ? nib : nib << 4));
@@ -160,27 +165,58 @@ const char* format_name(Int4Format f) {
   return "unknown";
 }
 
-void AlignedBytes::resize(size_t n) {
-  ptr_.reset();
-  size_ = 0;
-  if (n == 0) return;
-  const size_t alloc = (n + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, alloc);
+namespace {
+
+// 64-byte aligned; buffers of 4 MB or more are 2 MB aligned and asked to live in transparent
+// huge pages (Linux), which saves page faults when they are filled and TLB misses when a
+// matrix-vector product streams through gigabytes of weights.
+uint8_t* allocate(size_t n) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  const bool huge = n >= 2 * kHuge;
+  const size_t align = huge ? kHuge : 64;
+  const size_t alloc = (n + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, alloc);
   if (!p) throw std::bad_alloc();
-  std::memset(p, 0, alloc);
-  ptr_.reset(static_cast<uint8_t*>(p));
+#ifdef __linux__
+  if (huge) madvise(p, alloc, MADV_HUGEPAGE);  // advice only: failure changes nothing
+#endif
+  return static_cast<uint8_t*>(p);
+}
+
+}  // namespace
+
+void AlignedBytes::resize(size_t n) {
+  if (n > capacity_) {
+    ptr_.reset();
+    size_ = capacity_ = 0;
+    ptr_.reset(allocate(n));
+    capacity_ = n;
+  }
   size_ = n;
+  if (n) std::memset(ptr_.get(), 0, n);
 }
 
 void AlignedBytes::grow(size_t n) {
-  if (n <= size_) return;
-  ptr_.reset();
-  size_ = 0;
-  const size_t alloc = (n + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, alloc);
-  if (!p) throw std::bad_alloc();
-  ptr_.reset(static_cast<uint8_t*>(p));
-  size_ = n;
+  if (n > capacity_) {
+    ptr_.reset();
+    size_ = capacity_ = 0;
+    ptr_.reset(allocate(n));
+    capacity_ = n;
+  }
+  size_ = std::max(size_, n);
+}
+
+AlignedBytes& AlignedBytes::operator=(const AlignedBytes& o) {
+  if (this == &o) return *this;
+  if (o.size_ > capacity_) {
+    ptr_.reset();
+    size_ = capacity_ = 0;
+    ptr_.reset(allocate(o.size_));
+    capacity_ = o.size_;
+  }
+  size_ = o.size_;
+  if (size_) std::memcpy(ptr_.get(), o.ptr_.get(), size_);
+  return *this;
 }
 
 size_t PackedWeights::bytes() const {

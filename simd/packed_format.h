@@ -104,23 +104,25 @@ static_assert(kRowBlock * 4 == 64, "a VNNI group (16 rows x 4 columns) is 64 byt
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// 64-byte aligned, zero-filled byte buffer with value semantics (copies are deep).
+// 64-byte aligned byte buffer with value semantics (copies are deep). Buffers of 4 MB or more
+// are 2 MB aligned and advised into transparent huge pages. Capacity is kept when a buffer
+// shrinks, so reassigning or resizing a buffer to a size it has held allocates nothing.
 class AlignedBytes {
  public:
   AlignedBytes() = default;
   explicit AlignedBytes(size_t n) { resize(n); }
   AlignedBytes(const AlignedBytes& o) { *this = o; }
-  AlignedBytes& operator=(const AlignedBytes& o) {
-    if (this != &o) {
-      resize(o.size_);
-      if (size_) std::memcpy(ptr_.get(), o.ptr_.get(), size_);
-    }
+  AlignedBytes& operator=(const AlignedBytes& o);
+  AlignedBytes(AlignedBytes&& o) noexcept { *this = std::move(o); }
+  AlignedBytes& operator=(AlignedBytes&& o) noexcept {
+    ptr_ = std::move(o.ptr_);
+    size_ = o.size_;
+    capacity_ = o.capacity_;
+    o.size_ = o.capacity_ = 0;
     return *this;
   }
-  AlignedBytes(AlignedBytes&&) noexcept = default;
-  AlignedBytes& operator=(AlignedBytes&&) noexcept = default;
 
-  void resize(size_t n);  // discards the contents; new contents are zero
+  void resize(size_t n);  // size n, contents zero
   // Scratch use: makes size() >= n, keeping the buffer if it is big enough; after a growth the
   // contents are unspecified (no zero fill, so reusing a buffer costs nothing).
   void grow(size_t n);
@@ -133,7 +135,7 @@ class AlignedBytes {
     void operator()(uint8_t* p) const { std::free(p); }
   };
   std::unique_ptr<uint8_t[], Free> ptr_;
-  size_t size_ = 0;
+  size_t size_ = 0, capacity_ = 0;
 };
 
 // One packed weight matrix. Built by pack_int4, read by the kernels; plain data otherwise.

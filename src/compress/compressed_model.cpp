@@ -130,7 +130,7 @@ void save_compressed(const std::string& out_dir, const LlamaModel& m, const Comp
                            {"options", options_to_json(opt)},
                            {"seconds", rep.seconds},
                            {"linears", layers}};
-    meta.update(extra);
+    if (extra.is_object()) meta.update(extra);
     std::string js = meta.dump(2) + "\n";
     write_file_atomic((fs::path(tmp) / "obr.json").string(), js.data(), js.size());
     if (fs::exists(out_dir)) fs::remove_all(out_dir);

@@ -3,6 +3,7 @@
 #include <lapacke.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <exception>
 #include <mutex>
@@ -108,6 +109,10 @@ Tensor obr_restore(const Tensor& W, const Tensor& mask, const Tensor& H, const T
   std::vector<int> escalations(size_t(rows), 0);
   BufferPool pool;
   SingleThreadedBlas st;
+  // Progress for big layers (a 4096 x 4096 layer takes minutes): every 10% of the rows.
+  const bool report = double(rows) * double(C) * double(C) * double(C) > 1e13;
+  std::atomic<int64_t> done{0};
+  Timer timer;
 
   parallel_rows_rethrow(rows, [&](int64_t c) {
     const float* wr = w + c * C;
@@ -197,6 +202,9 @@ Tensor obr_restore(const Tensor& W, const Tensor& mask, const Tensor& H, const T
     }
     for (int64_t k = 0; k < n; ++k) out[P[size_t(k)]] += float(delta[size_t(k)]);
     if (factored) pool.give(std::move(L));
+    const int64_t d = ++done;
+    if (report && d % std::max<int64_t>(1, rows / 10) == 0)
+      log_info("OBR: ", d, " / ", rows, " rows, ", timer.seconds(), " s");
   });
 
   int64_t escalated = 0;

@@ -164,8 +164,10 @@ SolveResult solve_linear(const Tensor& W, const Tensor& H, const Tensor& scaler,
       PreparedHessian ph = prepare_hessian(H, &Wd, opt.percdamp, 0.0, &res.warnings);
       res.percdamp = ph.percdamp;
       res.mask = wanda_mask(Wd, scaler_or_diag(scaler, H), ms);
+      const double t_prep = timer.seconds();
       const Tensor Wp =
           obr_restore(Wd, res.mask, ph.H, res.scales, bits, opt.alpha, ph.damp, true, &res.warnings);
+      const double t_restore = timer.seconds();
       ObrOptions oo;
       oo.alpha = opt.alpha;
       oo.blocksize = opt.blocksize;
@@ -173,6 +175,8 @@ SolveResult solve_linear(const Tensor& W, const Tensor& H, const Tensor& scaler,
       oo.gptq_final = opt.method == Method::OBR_GPTQ;
       oo.reference_quirks = opt.reference_quirks;
       obr_quantize(Wp, res.mask, ph.H, res.scales, oo, res.W_hat, res.codes);
+      log_info("solve_linear ", method_name(opt.method), " ", shape_str(W.shape()), ": scales, H and mask ", t_prep,
+               " s, restoration ", t_restore - t_prep, " s, final quantization ", timer.seconds() - t_restore, " s");
       break;
     }
   }

@@ -31,7 +31,7 @@ inline void set_num_threads(int n) {
 template <class F>
 void parallel_for(int64_t n, F&& f) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 1)
   for (int64_t i = 0; i < n; ++i) f(i);
 #else
   for (int64_t i = 0; i < n; ++i) f(i);
@@ -42,7 +42,7 @@ void parallel_for(int64_t n, F&& f) {
 template <class F>
 void parallel_for_dynamic(int64_t n, F&& f) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
   for (int64_t i = 0; i < n; ++i) f(i);
 #else
   for (int64_t i = 0; i < n; ++i) f(i);
