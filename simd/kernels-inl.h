@@ -104,15 +104,15 @@ constexpr int kActOffset = 0;    // portable path multiplies signed by signed
 
 // Register blocking of the prefill micro-kernels: kNB row blocks (16 rows each) by kTR tokens.
 #if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3
-constexpr size_t kNB = 2, kTRDense = 12, kTR24 = 10;  // 32 zmm registers
+constexpr size_t kNBDense = 2, kTRDense = 12;  // 32 zmm: 24 accumulators
+constexpr size_t kNB24 = OBR_NB24, kTR24 = OBR_TR24;
 #elif HWY_TARGET == HWY_AVX2
-constexpr size_t kNB = 1, kTRDense = 4, kTR24 = 3;    // 16 ymm registers
-#elif OBR_X86_BYTE_DOT
-constexpr size_t kNB = 1, kTRDense = 2, kTR24 = 1;    // 16 xmm registers
+constexpr size_t kNBDense = 1, kTRDense = 4, kNB24 = 1, kTR24 = 3;  // 16 ymm registers
 #else
-constexpr size_t kNB = 1, kTRDense = 2, kTR24 = 1;
+constexpr size_t kNBDense = 1, kTRDense = 2, kNB24 = 1, kTR24 = 1;  // 16 xmm registers
 #endif
-constexpr size_t kTRMax = kTRDense > kTR24 ? kTRDense : kTR24;
+constexpr size_t kNBMax = kNBDense > kNB24 ? kNBDense : kNB24;
+constexpr size_t kTileMax = kTRDense * kNBDense > kTR24 * kNB24 ? kTRDense * kNBDense : kTR24 * kNB24;
 
 // Below this many multiply-adds a call runs on one thread: a parallel region costs more than
 // it saves (and much more on a busy machine, where a descheduled thread stalls the barrier).
@@ -147,7 +147,8 @@ HWY_INLINE VI32 Dot4(VI32 acc, VU8 a, VI8 w) {
 #if OBR_VNNI512
   return VI32{_mm512_dpbusd_epi32(acc.raw, a.raw, w.raw)};
 #elif HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  // u8 * s8 pairs sum to at most 2 * 255 * 128 < 2^15: vpmaddubsw never saturates here.
+  // Weights are INT4 codes: a pair sums to at most 2 * 255 * 8 < 2^15, so vpmaddubsw never
+  // saturates here.
   const __m512i p16 = _mm512_maddubs_epi16(a.raw, w.raw);
   return hn::Add(acc, VI32{_mm512_madd_epi16(p16, _mm512_set1_epi16(1))});
 #elif HWY_TARGET == HWY_AVX2
@@ -384,9 +385,11 @@ HWY_INLINE void Sparse24RowBlock(const uint8_t* blk, size_t nchunks, const uint8
       hn::Store(hn::Add(acc[t][v][0], acc[t][v][1]), d32, dot[t] + v * kRowsPerVec);
 }
 
+// Returns the end of the block's values (the caller checks it in debug builds).
 template <size_t NT>
-HWY_INLINE void UnstructuredRowBlock(const uint8_t* vals, const uint64_t* masks, size_t nchunks,
-                                     const uint8_t* const* act, int32_t (*dot)[kRowBlock]) {
+HWY_INLINE const uint8_t* UnstructuredRowBlock(const uint8_t* vals, const uint64_t* masks,
+                                               size_t nchunks, const uint8_t* const* act,
+                                               int32_t (*dot)[kRowBlock]) {
   const DI32 d32;
   VI32 acc[NT][kNV][2];
   HWY_UNROLL(16)
@@ -425,6 +428,7 @@ HWY_INLINE void UnstructuredRowBlock(const uint8_t* vals, const uint64_t* masks,
     HWY_UNROLL(16)
     for (size_t v = 0; v < kNV; ++v)
       hn::Store(hn::Add(acc[t][v][0], acc[t][v][1]), d32, dot[t] + v * kRowsPerVec);
+  return vals;
 }
 
 template <size_t NT>
@@ -457,8 +461,11 @@ void DecodeMatmul(const PackedWeights& W, const int8_t* qa, const float* sa, flo
       }
       case Int4Format::kUnstructured: {
         const size_t nchunks = size_t(W.k_pad / kUnstructuredChunkCols);
-        UnstructuredRowBlock<NT>(W.data.data() + W.block_offset[size_t(b)],
-                                 W.masks.data() + b * int64_t(nchunks) * 2, nchunks, act, dot);
+        const uint8_t* end = UnstructuredRowBlock<NT>(
+            W.data.data() + W.block_offset[size_t(b)], W.masks.data() + b * int64_t(nchunks) * 2,
+            nchunks, act, dot);
+        OBR_DCHECK(end == W.data.data() + W.block_offset[size_t(b) + 1], "row block ", b);
+        (void)end;
         break;
       }
     }
@@ -512,6 +519,7 @@ void DecodePanelUnstructured(const PackedWeights& W, int64_t b0, size_t nb, int8
 #endif
       vals += std::max(__builtin_popcountll(mA), __builtin_popcountll(mB));
     }
+    OBR_DCHECK(vals == W.data.data() + W.block_offset[size_t(b0) + b + 1], "row block ", b0 + int64_t(b));
   }
 }
 
@@ -617,7 +625,8 @@ void PrefillMatmul(const PackedWeights& W, const int8_t* qa, const float* sa, in
   const int64_t MC = std::max<int64_t>(TR, kActBlockBytes / lda / TR * TR);  // tokens per macro-block
   const int64_t n_mb = (t_pad + MC - 1) / MC;
   const int64_t n_blocks = W.n_blocks();
-  const int64_t n_panels = (n_blocks + int64_t(kNB) - 1) / int64_t(kNB);
+  const int64_t NB = int64_t(is24 ? kNB24 : kNBDense);
+  const int64_t n_panels = (n_blocks + NB - 1) / NB;
 
   uint8_t* staged = Scratch(0, size_t(t_pad * lda));
   const int64_t n_tb = t_pad / TR;
@@ -633,16 +642,16 @@ void PrefillMatmul(const PackedWeights& W, const int8_t* qa, const float* sa, in
 #pragma omp parallel if (parallel)
 #endif
   {
-    uint8_t* panel = Scratch(1, size_t(int64_t(kNB) * kRowBlock * W.k_pad));
-    alignas(64) int32_t out[kTRMax * kNB * kRowBlock];
+    uint8_t* panel = Scratch(1, size_t(NB * kRowBlock * W.k_pad));
+    alignas(64) int32_t out[kTileMax * kRowBlock];
     int64_t decoded = -1;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
     for (int64_t item = 0; item < n_mb * n_panels; ++item) {
       const int64_t mb = item / n_panels, p = item % n_panels;
-      const int64_t b0 = p * int64_t(kNB);
-      const size_t nb = size_t(std::min<int64_t>(int64_t(kNB), n_blocks - b0));
+      const int64_t b0 = p * NB;
+      const size_t nb = size_t(std::min<int64_t>(NB, n_blocks - b0));
       if (decoded != p) {
         switch (W.format) {
           case Int4Format::kDense:
@@ -662,12 +671,12 @@ void PrefillMatmul(const PackedWeights& W, const int8_t* qa, const float* sa, in
         const uint8_t* act = staged + t0 * lda;
         if (is24) {
           const size_t nsub = size_t(W.k_pad / 8);
-          if (nb == kNB) Micro24<kNB, kTR24>(panel, nsub, act, size_t(lda), out);
+          if (nb == kNB24) Micro24<kNB24, kTR24>(panel, nsub, act, size_t(lda), out);
           else Micro24<1, kTR24>(panel, nsub, act, size_t(lda), out);
         } else {
           const size_t ngroups = size_t(W.k_pad / 4);
           const int8_t* pw = reinterpret_cast<const int8_t*>(panel);
-          if (nb == kNB) MicroDense<kNB, kTRDense>(pw, ngroups, act, size_t(lda), out);
+          if (nb == kNBDense) MicroDense<kNBDense, kTRDense>(pw, ngroups, act, size_t(lda), out);
           else MicroDense<1, kTRDense>(pw, ngroups, act, size_t(lda), out);
         }
         for (int64_t t = t0; t < std::min(T, t0 + TR); ++t) {

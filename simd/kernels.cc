@@ -43,6 +43,8 @@ void check_matmul_args(const PackedWeights& W, const int8_t* qa, const float* sa
   OBR_CHECK(T >= 0, "int4_matmul: T must be >= 0, got ", T);
   OBR_CHECK(W.n_out > 0 && W.k_in > 0, "int4_matmul: weights are empty (shape [", W.n_out, ", ",
             W.k_in, "]); pack them with pack_int4");
+  OBR_CHECK(W.k_in <= (int64_t(1) << 20), "int4_matmul: K = ", W.k_in,
+            " is above 2^20, where int32 accumulation could overflow");
   OBR_CHECK(W.n_pad == round_up(W.n_out, kRowBlock) && W.k_pad >= W.k_in &&
                 W.scale.size() == size_t(W.n_out) && W.row_sum.size() == size_t(W.n_pad),
             "int4_matmul: inconsistent PackedWeights: shape [", W.n_out, ", ", W.k_in, "], pad [",

@@ -24,8 +24,9 @@ void quantize_act_rows_i8_ref(const float* x, int64_t T, int64_t K, int bits, fl
 //   acc[t, n] = sum_k qa[t, k] * q_w[n, k]                      (int32, exact)
 //   y[t, n]   = (float(acc[t, n]) * sa[t]) * W.scale[n]          (f32, in that order)
 //   y[t, n]   = y[t, n] + bias[n]                                if bias != nullptr
-// qa may hold any int8 codes (A4 codes in [-8, 7] or A8 in [-128, 127]); int32 stays exact for
-// K < 2^31 / (128 * 8). acc_out [T, N] (optional) receives acc.
+// qa may hold any int8 codes (A4 codes in [-8, 7] or A8 in [-128, 127]); int32 stays exact
+// (also inside the fast kernels, which add 128 to the activations) for K <= 2^20, which
+// int4_matmul checks. acc_out [T, N] (optional) receives acc.
 void int4_matmul_ref(const PackedWeights& W, const int8_t* qa, const float* sa, int64_t T, float* y,
                      int32_t* acc_out = nullptr, const float* bias = nullptr);
 

@@ -3,7 +3,10 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+
+#include "core/parallel.h"
 
 #include "compress/quarot.h"
 #include "io/npy.h"
@@ -114,4 +117,19 @@ TEST_CASE("model: shipped reference models match PyTorch logits") {
       CHECK(e < 1e-4);
     }
   }
+}
+
+TEST_CASE("model: logits are bit-identical for 1 and 2 threads") {
+  LlamaModel m = random_llama(small_config(4, 2, 128, 320), 4);
+  rotate_model(m, RotateOptions{1, false});
+  std::vector<int32_t> ids(40);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 37 + 11) % 97);
+  Tensor out[2];
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    KVCache c = KVCache::make(m.cfg, int64_t(ids.size()));
+    out[threads - 1] = forward(m, ids.data(), int64_t(ids.size()), c);
+  }
+  set_num_threads(2);
+  CHECK(std::memcmp(out[0].raw(), out[1].raw(), out[0].nbytes()) == 0);
 }

@@ -164,12 +164,13 @@ static void attention(const float* q, const LayerCache& cache, int64_t T, int64_
   const float* K = cache.K.data<float>();
   const float* Vc = cache.V.data<float>();
   const float scale = float(1.0 / std::sqrt(double(hd)));
-  std::vector<float> S(static_cast<size_t>(T * n_keys));
-  for (int64_t h = 0; h < nh; ++h) {
+  // Heads are independent outputs: one thread per head, single-threaded BLAS inside.
+  parallel_for(nh, [&](int64_t h) {
+    std::vector<float> S(static_cast<size_t>(T * n_keys));
     const int64_t kvh = h / group;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(n_keys), int(hd), scale, q + h * hd, int(qdim),
                 K + kvh * hd, int(kvdim), 0.0f, S.data(), int(n_keys));
-    parallel_for(T, [&](int64_t t) {
+    for (int64_t t = 0; t < T; ++t) {
       float* s = S.data() + t * n_keys;
       const int64_t valid = pos0 + t + 1;  // keys 0 .. pos0 + t
       float mx = -INFINITY;
@@ -182,10 +183,10 @@ static void attention(const float* q, const LayerCache& cache, int64_t T, int64_
       const float inv = float(1.0 / sum);
       for (int64_t j = 0; j < valid; ++j) s[j] *= inv;
       for (int64_t j = valid; j < n_keys; ++j) s[j] = 0.0f;
-    });
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(hd), int(n_keys), 1.0f, S.data(), int(n_keys),
                 Vc + kvh * hd, int(kvdim), 0.0f, out + h * hd, int(qdim));
-  }
+  });
 }
 
 void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache& cache, int64_t pos0,
