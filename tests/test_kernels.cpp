@@ -325,6 +325,8 @@ TEST_CASE("kernel int4_matmul: every target equals the reference on hostile shap
 
 TEST_CASE("kernel int4_matmul: extreme codes, all-zero inputs, decode/prefill boundary") {
   for (Int4Format f : kFormats) {
+    // Long rows: the prefill kernel splits T = 65 tokens into several macro-blocks.
+    run_case({f, 48, 16384 + 4, 65, 0, 0, true, true}, false);
     for (int64_t T : {1, 3, 4, 5, 12, 13}) {
       for (bool a8 : {false, true}) {
         run_case({f, 100, 1280, T, /*wkind=*/1, /*akind=*/1, a8, true}, false);  // -8 x -8 (or -128)
