@@ -61,14 +61,18 @@ TEST_CASE("solve: weight codes round half to even and clamp to -8..7") {
 }
 
 TEST_CASE("solve: weight scales match a brute-force clip search, and RTN codes reproduce W_hat") {
-  for (int64_t cols : {1, 3, 136, 192}) {
+  for (int64_t cols : {1, 3, 17, 136, 192, 1000}) {
     Rng rng(100 + uint64_t(cols));
-    const int64_t rows = 7;
+    const int64_t rows = 40;
     Tensor W = Tensor::zeros({rows, cols});
     float* w = W.data<float>();
     for (int64_t i = 0; i < rows * cols; ++i) w[i] = float(rng.normal() * (rng.uniform() < 0.02 ? 8.0 : 1.0));
     for (int64_t j = 0; j < cols; ++j) w[2 * cols + j] = 0.0f;                 // all-zero row
     for (int64_t j = 0; j < cols; ++j) w[3 * cols + j] = -std::fabs(w[3 * cols + j]);  // all negative
+    for (int64_t j = 0; j < cols; ++j) w[4 * cols + j] = float(int(j % 15) - 7) / 7.0f;  // on the grid
+    for (int64_t j = 0; j < cols; ++j) w[5 * cols + j] = 1e-30f * w[6 * cols + j];      // tiny
+    for (int64_t j = 0; j < cols; ++j) w[7 * cols + j] = 3e4f * w[8 * cols + j];        // large
+    for (int64_t j = 0; j < cols; ++j) w[9 * cols + j] = float(std::pow(std::fabs(w[9 * cols + j]), 3.0));
     const Tensor S = weight_scales(W, WeightQuantSpec{});
     const Tensor S0 = weight_scales(W, WeightQuantSpec{4, false});
     for (int64_t r = 0; r < rows; ++r) {
@@ -95,6 +99,26 @@ TEST_CASE("solve: weight scales match a brute-force clip search, and RTN codes r
     }
   }
   CHECK_THROWS_AS(weight_scales(Tensor::zeros({2, 3}), WeightQuantSpec{9, true}), Error);
+}
+
+TEST_CASE("solve: the clip-candidate ranking sum stays within its stated bound of the exact sum") {
+  Rng rng(9);
+  double worst_rel = 0.0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const int64_t n = 1 + int64_t(rng.below(300));
+    std::vector<float> w(static_cast<size_t>(n));
+    const double spread = std::ldexp(1.0, -int(rng.below(40)));  // rows with tiny entries too
+    for (auto& v : w) v = float(std::max(-1.99, std::min(1.99, rng.normal() * (rng.uniform() < 0.5 ? spread : 0.5))));
+    if (trial % 7 == 0) w[0] = 0.0f;
+    const float scale = float(0.3 * (0.2 + rng.uniform()) / 7.0);
+    const double exact = weight_clip_error(w.data(), n, scale, 4);
+    const double rank = weight_clip_error_rank(w.data(), n, scale, 4);
+    const double slack = double(n) * std::ldexp(1.0, -47);
+    REQUIRE(std::fabs(rank - exact) <= 4e-6 * exact + slack);
+    if (exact > 1e-6) worst_rel = std::max(worst_rel, std::fabs(rank - exact) / exact);
+  }
+  INFO("worst relative difference ", worst_rel);
+  CHECK(worst_rel < 4e-6);
 }
 
 TEST_CASE("solve: per-token activation quantization, symmetric and asymmetric") {

@@ -78,9 +78,9 @@ inline float pow24_rank(float x) {
   return p * two_k;
 }
 
-// sum_j pow24_rank(|Q(w_j) - w_j|) for a row already multiplied by a power of two so that
-// max|w| < 2 (then |d| < 8 and the quantization is exactly the scaled one).
-double clip_error_rank(const float* w, int64_t n, float scale, int bits) {
+}  // namespace
+
+double weight_clip_error_rank(const float* w, int64_t n, float scale, int bits) {
   const float maxq = float(weight_maxq(bits)), minq = -(maxq + 1.0f);
   constexpr int kLanes = 16;
   double acc[kLanes] = {};
@@ -102,8 +102,6 @@ double clip_error_rank(const float* w, int64_t n, float scale, int bits) {
   return sum;
 }
 
-}  // namespace
-
 float weight_scale_row(const float* w, int64_t n, const WeightQuantSpec& spec) {
   const float maxq = float(weight_maxq(spec.bits));
   float lo = 0.0f, hi = 0.0f;  // min(w, 0), max(w, 0)
@@ -120,7 +118,7 @@ float weight_scale_row(const float* w, int64_t n, const WeightQuantSpec& spec) {
 
   // The answer is the first i with the minimal exact err_i (weight_clip_error: the plain
   // strict "<" scan from i = 0). Computing 80 exact sums costs 80 std::pow per weight, so:
-  // 1. Rank every candidate with clip_error_rank on the row scaled by 2^-E (E = exponent of
+  // 1. Rank every candidate with weight_clip_error_rank on the row scaled by 2^-E (E = exponent of
   //    xmax; a power-of-two scaling changes neither the codes nor, up to the factor
   //    2^(-2.4E), the error). Per term the ranking is within 4e-6 relative, or 2^-47
   //    absolute, of the exact scaled term, so with eps = 1e-4 and slack = n 2^-46:
@@ -136,7 +134,7 @@ float weight_scale_row(const float* w, int64_t n, const WeightQuantSpec& spec) {
   double rank[kSteps];
   double rank_min = std::numeric_limits<double>::infinity();
   for (int i = 0; i < kSteps; ++i) {
-    rank[i] = clip_error_rank(wn.data(), n, std::ldexp(cand[i], -E), spec.bits);
+    rank[i] = weight_clip_error_rank(wn.data(), n, std::ldexp(cand[i], -E), spec.bits);
     rank_min = std::min(rank_min, rank[i]);
   }
   constexpr double kEps = 1e-4;

@@ -54,6 +54,11 @@ float weight_scale_row(const float* w, int64_t n, const WeightQuantSpec& spec);
 // Sum over j of |Q(w_j) - w_j|^2.4 for one row with the given scale: d = Q(w_j) - w_j in
 // float, std::pow(double(|d|), 2.4), summed in double in ascending j. This is the definition.
 double weight_clip_error(const float* w, int64_t n, float scale, int bits);
+// The same sum with a vectorizable libm-free |d|^2.4 in float, for rows with max|w| < 2:
+// each term within 4e-6 relative (|d| >= 2^-20) or 2^-47 absolute of the exact one. It only
+// ranks the clip candidates; weight_scale_row decides among the close ones with the exact
+// sum, so the chosen scale is the one the plain scan picks (exposed for its test).
+double weight_clip_error_rank(const float* w, int64_t n, float scale, int bits);
 
 // round(x) for |x| <= 2^22: adding and subtracting 1.5 * 2^23 rounds to the nearest integer,
 // ties to even, in float arithmetic; equal to std::nearbyint(x) in the default rounding mode
