@@ -45,8 +45,8 @@ run: build
 
 # Kernel benchmarks (decode GEMV / prefill GEMM vs OpenBLAS and oneDNN), 2 threads pinned.
 bench: build
-	OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-SkylakeX} OMP_PLACES=cores OMP_PROC_BIND=close \
-	  $(BUILD)/bench_kernels --csv $(BUILD)/bench_kernels.csv
+	@if [ -z "$${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi; \
+	OMP_PLACES=cores OMP_PROC_BIND=close $(BUILD)/bench_kernels --csv $(BUILD)/bench_kernels.csv
 
 debug: deps
 	cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug -DOBR_SANITIZE=ON $(CMAKE_FLAGS)
