@@ -5,8 +5,8 @@
 //
 // Decode (T = 1, a matrix-vector product; memory bound): every method cycles through its own
 // copies of the weight matrix, as many as make >= --ws-gb (default 1 GB) of that method's own
-// weight bytes (FP32: 4 B/weight, so 16 copies of 4096 x 4096; 2:4 INT4: 0.375 B/weight, 171
-// copies), so that no method runs out of the last-level cache. Time per product = time of one
+// weight bytes (1 GB = 1e9 B; FP32: 4 B/weight, 15 copies of 4096 x 4096; 2:4 INT4: 0.377
+// B/weight, 159 copies), so that no method runs from the last-level cache. Time per product = time of one
 // pass over the copies / copies. GB/s = the method's weight bytes per product (codes, indices,
 // masks, scales; activations and outputs are < 0.1% and not counted) / time.
 // Prefill (T = --tokens, default 2048; compute bound): one weight matrix per method,
@@ -279,14 +279,26 @@ void bench_shape(int64_t N, int64_t K, const Options& opt, Arenas& arenas, std::
     auto i8 = std::make_shared<DnnlMatmul>(T, N, K, dt::u8, dt::s8, wi8.data(), 0.0,
                                            arenas.prefill_s8, &src.sw);
     methods.push_back({"oneDNN u8s8 matmul", [i8] { i8->run(0); }, 1, i8->weight_bytes(), ops, {}});
+    auto y4 = std::make_shared<std::vector<float>>(size_t(T * N));  // dense INT4, checked below
     for (int f = 0; f < 3; ++f) {
       const PackedWeights* w = &packed[size_t(f)];
-      methods.push_back({kInt4Names[f], [w, y, T, &qa, &sa] {
-                           int4_matmul(*w, qa.data(), sa.data(), T, y->data());
+      auto yf = f == 0 ? y4 : y;
+      methods.push_back({kInt4Names[f], [w, yf, T, &qa, &sa] {
+                           int4_matmul(*w, qa.data(), sa.data(), T, yf->data());
                          }, 1, double(w->bytes()), ops, {}});
     }
-    run_interleaved(methods, std::max(5, opt.quick ? 3 : opt.reps / 2 + 2));
+    run_interleaved(methods, std::max(5, opt.reps / 2 + 2));
     add_rows(rows, "prefill T=" + std::to_string(T), shape, methods);
+    // The same product two ways (the dense INT4 codes times the activation codes, scaled):
+    // OpenBLAS in f32 and obr in int32 + f32 epilogue agree to f32 rounding.
+    methods[0].rep();
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < y->size(); ++i) {
+      err = std::max(err, double(std::fabs((*y)[i] - (*y4)[i])));
+      ref = std::max(ref, double(std::fabs((*y)[i])));
+    }
+    std::fprintf(stderr, "  %s prefill check: max |y_int4_dense - y_sgemm| / max |y_sgemm| = %.1e\n",
+                 shape.c_str(), err / ref);
   }
 }
 
@@ -370,8 +382,9 @@ int main(int argc, char** argv) {
               threads, target.c_str(), openblas_get_corename(), env_or("OPENBLAS_CORETYPE", "unset"),
               std::getenv("OPENBLAS_CORETYPE") ? "" : "; SkylakeX recommended on this CPU",
               env_or("OMP_PLACES", "unset"), env_or("OMP_PROC_BIND", "unset"));
-  std::printf("decode working set >= %.2f GB of each method's own weight bytes; prefill T=%lld; "
-              "%d reps, interleaved\n", opt.ws_gb, (long long)opt.tokens, opt.reps);
+  std::printf("decode: T=1, working set >= %.2f GB of each method's own weight bytes, %d reps; "
+              "prefill: T=%lld, %d reps; methods interleaved, 1 warm-up each\n", opt.ws_gb,
+              opt.reps, (long long)opt.tokens, std::max(5, opt.reps / 2 + 2));
 
   Arenas arenas;
   {  // Reference read bandwidth: sum of a buffer >= the decode working set.

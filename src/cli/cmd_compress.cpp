@@ -3,10 +3,13 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "compress/checkpoint.h"
 #include "compress/compressed_model.h"
+#include "compress/memory_estimate.h"
 #include "compress/pipeline.h"
 #include "core/log.h"
 #include "core/parallel.h"
+#include "io/atomic_file.h"
 #include "io/text.h"
 #include "model/perplexity.h"
 #include "tokenizer/tokenizer.h"
@@ -56,6 +59,8 @@ static int run_compress(int argc, char** argv) {
   a.option("eval-windows", "0", "with --eval: only the first N windows (0: all)");
   a.option("threads", "0", "threads (0: OpenMP default)");
   a.flag("overwrite", false, "replace OUT if it is an earlier obr output");
+  a.flag("resume", false, "continue an interrupted run from its checkpoint OUT.partial (same model, text, options)");
+  a.flag("memory-check", true, "refuse to start when the estimated peak memory exceeds MemAvailable");
   if (!a.parse(argc, argv)) return 0;
   if (a.integer("threads") > 0) set_num_threads(int(a.integer("threads")));
   const std::string out = a.str("out");
@@ -99,15 +104,34 @@ static int run_compress(int argc, char** argv) {
 
   Timer total;
   const std::string src = a.pos("MODEL");
-  LoadedModel lm = load_any_model(src);
-  OBR_CHECK(!lm.compressed, src, " is already compressed; compress the original model");
-  LlamaModel& m = *lm.model;
+  OBR_CHECK(a.on("overwrite") || !std::filesystem::exists(out), out,
+            ": output directory exists; choose another -o or pass --overwrite");
+  const std::string config_path = (std::filesystem::path(src) / "config.json").string();
+  const ModelConfig cfg = ModelConfig::from_file(config_path);
   opt.seqlen = a.integer("seqlen") > 0 ? a.integer("seqlen")
-                                       : std::min<int64_t>(2048, m.cfg.max_position_embeddings > 0 ? m.cfg.max_position_embeddings : 2048);
-  Tokenizer tok = Tokenizer::from_file(lm.tokenizer_dir);
+                                       : std::min<int64_t>(2048, cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : 2048);
+
+  // Fail in seconds, not after hours, when the run cannot fit.
+  const MemoryEstimate mem = estimate_compress_memory(cfg, opt, num_threads());
+  const uint64_t avail = available_memory_bytes();
+  log_info("  memory: estimated peak ", mem.describe(), "; available ", avail ? format_bytes(avail) : "unknown");
+  OBR_CHECK(!a.on("memory-check") || avail == 0 || mem.total() <= avail, "estimated peak memory ",
+            format_bytes(mem.total()), " exceeds the available ", format_bytes(avail),
+            " (MemAvailable); use fewer --nsamples (now ", opt.nsamples, ") or a smaller --seqlen (now ", opt.seqlen,
+            "), or pass --no-memory-check to try anyway");
+
+  Tokenizer tok = Tokenizer::from_file(src);
   const std::string calib_path = a.str("calib");
   std::vector<int32_t> calib_ids = tok.encode(read_text_file(calib_path), false);
   auto windows = calibration_windows(calib_ids, opt.nsamples, opt.seqlen, opt.calib_seed);
+
+  // Each finished layer is checkpointed in OUT.partial; --resume continues from there.
+  Checkpoint ckpt = Checkpoint::open(out + ".partial", CheckpointFingerprint::of(read_file(config_path, 64 << 20), windows, opt),
+                                     opt, a.on("resume"));
+
+  LoadedModel lm = load_any_model(src);
+  OBR_CHECK(!lm.compressed, src, " is already compressed; compress the original model");
+  LlamaModel& m = *lm.model;
 
   log_info("compress: ", src, " (", m.cfg.num_hidden_layers, " layers, hidden ", m.cfg.hidden_size, ") -> ", out);
   log_info("  method ", a.str("method"), ", ",
@@ -121,7 +145,7 @@ static int run_compress(int argc, char** argv) {
            " tokens (seed ", opt.calib_seed, "); reference uses 128 x 2048; ", num_threads(), " threads");
 
   if (opt.rotate) rotate_model(m, opt.rotation);
-  CompressReport rep = compress_model(m, windows, opt);
+  CompressReport rep = compress_model(m, windows, opt, {}, &ckpt);
   log_info("compress: done in ", total.seconds(), " s (calibration ", rep.calib_seconds, " s, solves ", rep.solve_seconds,
            " s)");
   nlohmann::json extra = {{"calibration_text", std::filesystem::path(calib_path).filename().string()},
@@ -129,6 +153,7 @@ static int run_compress(int argc, char** argv) {
                           {"wall_seconds", total.seconds()},
                           {"threads", num_threads()}};
   save_compressed(out, m, rep, opt, src, extra, a.on("overwrite"));
+  ckpt.remove();
   std::printf("compressed %s -> %s  method %s  seconds %.1f  peak_rss_mb %.1f\n", src.c_str(), out.c_str(),
               a.str("method").c_str(), total.seconds(), peak_rss_bytes() / 1048576.0);
 

@@ -82,7 +82,8 @@ Tensor obr_restore(const Tensor& W, const Tensor& mask, const Tensor& H, const T
   const int64_t rows = W.dim(0), C = W.dim(1);
   OBR_CHECK(mask.defined() && mask.dtype() == DType::U8 && mask.shape() == W.shape(), "obr_restore: mask must be U8 ",
             shape_str(W.shape()), ", got ", mask.defined() ? shape_str(mask.shape()) : "nothing");
-  OBR_CHECK(H.defined() && H.dtype() == DType::F32 && H.shape() == Shape({C, C}), "obr_restore: H must be F32 [", C,
+  OBR_CHECK(H.defined() && H.dtype() == DType::F32 && H.shape() == Shape({C, C}) && H.is_contiguous(),
+            "obr_restore: H must be a contiguous F32 [", C,
             ", ", C, "], got ", H.defined() ? shape_str(H.shape()) : "nothing");
   OBR_CHECK(scales.defined() && scales.dtype() == DType::F32 && scales.numel() == rows,
             "obr_restore: scales must be F32 [", rows, "]");
@@ -92,15 +93,11 @@ Tensor obr_restore(const Tensor& W, const Tensor& mask, const Tensor& H, const T
   const float* w = W.data<float>();
   const uint8_t* m = mask.data<uint8_t>();
   const float* s = scales.data<float>();
-  std::vector<double> Hd(size_t(C * C));
-  {
-    const float* h = H.data<float>();
-    for (int64_t i = 0; i < C * C; ++i) Hd[size_t(i)] = h[i];
-  }
+  const float* Hf = H.data<float>();  // read as float (half the bytes), converted exactly
   double base = damp;  // per-row escalation: diagonal + base * (10^k - 1)
   if (!(base > 0.0)) {
     double mean_diag = 0.0;
-    for (int64_t j = 0; j < C; ++j) mean_diag += Hd[size_t(j * C + j)];
+    for (int64_t j = 0; j < C; ++j) mean_diag += Hf[j * C + j];
     base = std::max(1e-6 * mean_diag / double(C), 1e-30);
   }
 
@@ -137,9 +134,9 @@ Tensor obr_restore(const Tensor& W, const Tensor& mask, const Tensor& H, const T
     for (int64_t z : Z) any_wz |= wr[z] != 0.0f;
     if (any_wz) {
       for (int64_t k = 0; k < n; ++k) {
-        const double* hrow = Hd.data() + P[size_t(k)] * C;
+        const float* hrow = Hf + P[size_t(k)] * C;
         double acc = 0.0;
-        for (int64_t z : Z) acc += hrow[z] * double(wr[z]);
+        for (int64_t z : Z) acc += double(hrow[z]) * double(wr[z]);
         delta[size_t(k)] = acc;
       }
     }
@@ -151,13 +148,13 @@ Tensor obr_restore(const Tensor& W, const Tensor& mask, const Tensor& H, const T
       L = pool.take(size_t(n * n));
       // H_BA in the strict upper triangle (rows B, columns A); dpotrf('L') never touches it.
       for (int64_t a = nB; a < n; ++a) {
-        const double* hrow = Hd.data() + P[size_t(a)] * C;
+        const float* hrow = Hf + P[size_t(a)] * C;
         for (int64_t b = 0; b < nB; ++b) L[size_t(b + a * n)] = hrow[P[size_t(b)]];
       }
       for (int k = 0;; ++k) {
         const double extra = k == 0 ? 0.0 : base * (std::pow(10.0, k) - 1.0);
         for (int64_t b = 0; b < n; ++b) {
-          const double* hrow = Hd.data() + P[size_t(b)] * C;
+          const float* hrow = Hf + P[size_t(b)] * C;
           double* col = L.data() + b * n;
           for (int64_t a = b; a < n; ++a) col[a] = hrow[P[size_t(a)]];
           col[b] += extra;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "compress/checkpoint.h"
 #include "compress/hessian.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -46,7 +47,7 @@ static const std::vector<std::vector<Proj>> kGroups = {
     {Proj::K, Proj::V, Proj::Q}, {Proj::O}, {Proj::Up, Proj::Gate}, {Proj::Down}};
 
 CompressReport compress_model(LlamaModel& m, const std::vector<std::vector<int32_t>>& calib, const CompressOptions& opt,
-                              const std::function<void(int, double)>& on_layer) {
+                              const std::function<void(int, double)>& on_layer, Checkpoint* checkpoint) {
   const ModelConfig& c = m.cfg;
   const int64_t H = c.hidden_size, N = int64_t(calib.size());
   OBR_CHECK(N > 0, "compress: no calibration samples");
@@ -59,12 +60,18 @@ CompressReport compress_model(LlamaModel& m, const std::vector<std::vector<int32
   m.rt.quant_act = nullptr;
   m.rt.quant_kv = nullptr;
 
-  // Layer inputs of every sample, [N][T, H].
+  // Layer inputs of every sample, [N][T, H]: the embeddings, or where a checkpoint left off.
   std::vector<std::vector<float>> xs(size_t(N), std::vector<float>(size_t(T * H)));
-  for (int64_t s = 0; s < N; ++s) embed_tokens(m, calib[size_t(s)].data(), T, xs[size_t(s)].data());
+  int first = 0;
+  if (checkpoint && checkpoint->layers_done() > 0) {
+    first = checkpoint->restore(m, rep, xs);
+    log_info("resumed after layer ", first, "/", c.num_hidden_layers, " from ", checkpoint->dir());
+  } else {
+    for (int64_t s = 0; s < N; ++s) embed_tokens(m, calib[size_t(s)].data(), T, xs[size_t(s)].data());
+  }
   KVCache scratch = KVCache::make(c, T);
 
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  for (int l = first; l < c.num_hidden_layers; ++l) {
     Timer lt;
     DecoderLayer& L = m.layers[size_t(l)];
     for (const auto& group : kGroups) {
@@ -119,6 +126,7 @@ CompressReport compress_model(LlamaModel& m, const std::vector<std::vector<int32
       }
     log_info("layer ", l + 1, "/", c.num_hidden_layers, "  ", lt.seconds(), " s  loss ", layer_loss, "  (", parts.substr(1),
              ")");
+    if (checkpoint) checkpoint->save_layer(l, m, rep, xs);
     if (on_layer) on_layer(l, lt.seconds());
   }
   m.rt = saved;

@@ -22,6 +22,8 @@
 
 namespace obr {
 
+class Checkpoint;  // src/compress/checkpoint.h
+
 struct CompressOptions {
   SolveOptions solve;        // method, sparsity / N:M, alpha, percdamp, weight quantizer
   bool rotate = true;        // QuaRot rotation before calibration
@@ -57,8 +59,11 @@ std::vector<std::vector<int32_t>> calibration_windows(const std::vector<int32_t>
 
 // Compresses m in place (its projections become fake-quantized DenseLinear weights) and
 // returns the codes, scales, masks and layer losses. `on_layer(layer, seconds)` after each layer.
+// With a checkpoint, the run starts where it left off (checkpoint->restore) and each finished
+// layer is saved (checkpoint->save_layer) before on_layer is called; the result is bit-identical
+// to a run without one. The model must be rotated (or not) as for the original run.
 CompressReport compress_model(LlamaModel& m, const std::vector<std::vector<int32_t>>& calib, const CompressOptions& opt,
-                              const std::function<void(int, double)>& on_layer = {});
+                              const std::function<void(int, double)>& on_layer = {}, Checkpoint* checkpoint = nullptr);
 
 // Installs the activation and KV quantizers of `opt` into the model's runtime.
 void enable_quantized_runtime(Runtime& rt, const CompressOptions& opt);
