@@ -50,6 +50,7 @@ static int run_generate(int argc, char** argv) {
   a.option("top-p", "1.0", "nucleus sampling threshold");
   a.option("seed", "0", "sampling seed");
   a.option("threads", "0", "threads (0: OpenMP default)");
+  a.option("engine", "simulated", "compressed models: simulated (f32 fake-quant, as the paper evaluates) or int4 (packed INT4 integer kernels)");
   a.flag("ids", false, "also print the generated token ids");
   if (!a.parse(argc, argv)) return 0;
   if (a.integer("threads") > 0) set_num_threads(int(a.integer("threads")));
@@ -59,7 +60,7 @@ static int run_generate(int argc, char** argv) {
   const int64_t n_new = a.integer("tokens");
   OBR_CHECK(n_new >= 0, "option --tokens must be >= 0, got ", n_new);
 
-  LoadedModel lm = load_any_model(a.pos("MODEL"));
+  LoadedModel lm = load_any_model(a.pos("MODEL"), false, parse_engine(a.str("engine")));
   const LlamaModel& m = *lm.model;
   Tokenizer tok = Tokenizer::from_file(lm.tokenizer_dir);
   std::vector<int32_t> ids = tok.encode(prompt, true);

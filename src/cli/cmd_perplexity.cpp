@@ -23,11 +23,12 @@ static int run_perplexity(int argc, char** argv) {
   a.option("max-windows", "0", "evaluate only the first N windows (0: all)");
   a.option("bos", "no", "BOS handling: no (ids of the raw text, as the golden values), yes (prepend BOS once), auto (the tokenizer's post-processor)");
   a.option("threads", "0", "threads (0: OpenMP default)");
+  a.option("engine", "simulated", "compressed models: simulated (f32 fake-quant, as the paper evaluates) or int4 (packed INT4 integer kernels)");
   a.flag("fp", false, "for a compressed model: ignore activation/KV quantization (weights only)");
   if (!a.parse(argc, argv)) return 0;
   if (a.integer("threads") > 0) set_num_threads(int(a.integer("threads")));
 
-  LoadedModel lm = load_any_model(a.pos("MODEL"), a.on("fp"));
+  LoadedModel lm = load_any_model(a.pos("MODEL"), a.on("fp"), parse_engine(a.str("engine")));
   const LlamaModel& m = *lm.model;
   std::string path = a.str("text");
   std::string text = read_text_file(path);

@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "model/packed_linear.h"
 
 namespace fs = std::filesystem;
 
@@ -142,7 +143,13 @@ void save_compressed(const std::string& out_dir, const LlamaModel& m, const Comp
   }
 }
 
-LoadedModel load_any_model(const std::string& path, bool weights_only) {
+Engine parse_engine(const std::string& name) {
+  if (name == "simulated") return Engine::Simulated;
+  if (name == "int4") return Engine::Int4;
+  fail("unknown engine '", name, "' (valid: simulated, int4)");
+}
+
+LoadedModel load_any_model(const std::string& path, bool weights_only, Engine engine) {
   OBR_CHECK(fs::is_directory(path), path, ": not a model directory (expected config.json + *.safetensors)");
   LoadedModel out;
   out.tokenizer_dir = path;
@@ -183,6 +190,18 @@ LoadedModel load_any_model(const std::string& path, bool weights_only) {
   m->final_norm = get_f32("model.norm.weight", {H});
   m->lm_head = std::make_unique<DenseLinear>(get_f32("lm_head.weight", {V, H}));
   const Shape shapes[kNumProj] = {{qdim, H}, {kvdim, H}, {kvdim, H}, {H, qdim}, {I, H}, {I, H}, {H, I}};
+  const bool int4 = engine == Engine::Int4 && !weights_only;
+  simd::Int4Format format = simd::Int4Format::kDense;
+  if (opt.solve.prune_m == 4 && opt.solve.prune_n == 2)
+    format = simd::Int4Format::kSparse24;
+  else if (opt.solve.prune_m > 0 || opt.solve.sparsity > 0)
+    format = simd::Int4Format::kUnstructured;
+  if (int4) {
+    OBR_CHECK(opt.solve.wq.bits <= 4, path, ": the int4 engine needs weights of at most 4 bits, this model has ",
+              opt.solve.wq.bits);
+    OBR_CHECK(opt.abits <= 8 && opt.act.sym, path, ": the int4 engine needs symmetric activations of at most 8 bits (A",
+              opt.abits, opt.act.sym ? "" : " asymmetric", "); use --engine simulated");
+  }
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     DecoderLayer L;
     const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -190,6 +209,17 @@ LoadedModel load_any_model(const std::string& path, bool weights_only) {
     L.mlp_norm = get_f32(p + "post_attention_layernorm.weight", {H});
     for (int j = 0; j < kNumProj; ++j) {
       const std::string base = proj_tensor_base(l, Proj(j));
+      if (int4) {
+        OBR_CHECK(st.has(base + ".qweight"), path, ": missing tensor '", base, ".qweight'");
+        const Tensor codes = st.get(base + ".qweight");
+        OBR_CHECK(codes.dtype() == DType::I8 && codes.shape() == shapes[j], path, ": tensor '", base,
+                  ".qweight' must be I8 ", shape_str(shapes[j]), ", got ", dtype_name(codes.dtype()), " ",
+                  shape_str(codes.shape()));
+        Tensor scales = get_f32(base + ".scales", {shapes[j][0]});
+        Tensor b = st.has(base + ".bias") ? get_f32(base + ".bias", {shapes[j][0]}) : Tensor();
+        L.proj[size_t(j)] = std::make_unique<PackedLinear>(format, codes, scales, std::move(b), opt.abits, opt.act.clip);
+        continue;
+      }
       Tensor codes = get_f32(base + ".qweight", shapes[j]);
       Tensor scales = get_f32(base + ".scales", {shapes[j][0]});
       float* w = codes.data<float>();
@@ -204,6 +234,7 @@ LoadedModel load_any_model(const std::string& path, bool weights_only) {
   }
   if (opt.rotate) enable_online_hadamards(m->rt);
   if (!weights_only) enable_quantized_runtime(m->rt, opt);
+  if (int4) m->rt.quant_act = nullptr;  // PackedLinear quantizes its own input
   out.model = std::move(m);
   return out;
 }

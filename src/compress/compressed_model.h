@@ -29,9 +29,17 @@ struct LoadedModel {
   nlohmann::json meta;        // obr.json of a compressed model
 };
 
+// How a compressed model's projections run:
+//   Simulated: W_hat = codes * scale in f32, activations fake-quantized in f32 (the paper's
+//              evaluation; bit-comparable with a PyTorch reference).
+//   Int4:      packed INT4 weights (2:4, unstructured or dense, chosen from the compression
+//              options) and int8-coded activations through the integer kernels (simd/).
+enum class Engine { Simulated, Int4 };
+Engine parse_engine(const std::string& name);  // "simulated" | "int4"
+
 // A Hugging Face model directory, or the output of `obr compress` (then with its online
 // Hadamards and activation / KV quantizers installed unless weights_only).
-LoadedModel load_any_model(const std::string& path, bool weights_only = false);
+LoadedModel load_any_model(const std::string& path, bool weights_only = false, Engine engine = Engine::Simulated);
 
 nlohmann::json options_to_json(const CompressOptions& o);
 CompressOptions options_from_json(const nlohmann::json& j);

@@ -1,5 +1,6 @@
 #include "compress/pipeline.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "compress/checkpoint.h"
@@ -77,7 +78,9 @@ CompressReport compress_model(LlamaModel& m, const std::vector<std::vector<int32
     for (const auto& group : kGroups) {
       // 1. capture the group's input on every sample and accumulate H and the Wanda statistic
       Timer ct;
-      const Proj first = group[0];
+      // The group's linears share one input: capture it at the first of them the forward pass
+      // reaches (Proj is in execution order) and stop the pass there.
+      const Proj first = *std::min_element(group.begin(), group.end());
       HessianAccumulator acc(L[first].in_features(), opt.wanda_quirk);
       ProjHook hook = [&](int, Proj p, const float* x, int64_t rows, int64_t) {
         if (p == first) acc.add(x, rows);
@@ -85,7 +88,7 @@ CompressReport compress_model(LlamaModel& m, const std::vector<std::vector<int32
       std::vector<float> h(size_t(T * H));
       for (int64_t s = 0; s < N; ++s) {
         h = xs[size_t(s)];
-        layer_forward(m, l, h.data(), T, scratch.layers[size_t(l)], 0, &hook);
+        layer_forward(m, l, h.data(), T, scratch.layers[size_t(l)], 0, &hook, int(first));
       }
       Tensor Hm = acc.H(), scaler = acc.scaler();
       rep.calib_seconds += ct.seconds();

@@ -7,6 +7,7 @@
 //       -> the group's compressed weights replace the FP ones before the next group is captured
 //     groups: [k, v, q], [o], [up, gate], [down]  (ALGORITHM.md section 3)
 //   -> push the samples through the compressed layer to get the next layer's inputs
+//   -> checkpoint the layer (optional; src/compress/checkpoint.h: kill, then resume bit-identically)
 //   -> save (src/compress/compressed_model.h) -> evaluate with activation/KV quantization on.
 #pragma once
 

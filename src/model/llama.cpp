@@ -145,13 +145,16 @@ static void apply_rope(float* x, int64_t T, int64_t n_heads, int64_t hd, int64_t
 
 static inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
-// Runs one projection, with the activation quantizer and the calibration hook.
-static void run_proj(const LlamaModel& m, const DecoderLayer& L, int layer, Proj p, float* x, int64_t T, float* y,
-                     const ProjHook* hook) {
+// Runs one projection, with the activation quantizer and the calibration hook. Returns true
+// when the caller asked to stop once this projection's input has been observed.
+static bool run_proj(const LlamaModel& m, const DecoderLayer& L, int layer, Proj p, float* x, int64_t T, float* y,
+                     const ProjHook* hook, int stop_after) {
   const Linear& lin = L[p];
   if (hook && *hook) (*hook)(layer, p, x, T, lin.in_features());
+  if (int(p) == stop_after) return true;
   if (m.rt.quant_act) m.rt.quant_act(x, T, lin.in_features());
   lin.forward(x, T, y);
+  return false;
 }
 
 // Causal softmax attention of T new queries against cache rows [0, pos0 + T).
@@ -190,7 +193,7 @@ static void attention(const float* q, const LayerCache& cache, int64_t T, int64_
 }
 
 void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache& cache, int64_t pos0,
-                   const ProjHook* hook) {
+                   const ProjHook* hook, int stop_after) {
   const ModelConfig& c = m.cfg;
   const DecoderLayer& L = m.layers[size_t(li)];
   const int64_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_attention_heads, nkv = c.num_key_value_heads,
@@ -205,11 +208,11 @@ void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache&
   rms_norm(h, L.attn_norm.data<float>(), T, H, c.rms_norm_eps, xn.data());
   // q, k, v share one input; each projection gets its own copy because quant_act works in place.
   xin = xn;
-  run_proj(m, L, li, Proj::Q, xin.data(), T, q.data(), hook);
+  if (run_proj(m, L, li, Proj::Q, xin.data(), T, q.data(), hook, stop_after)) return;
   xin = xn;
-  run_proj(m, L, li, Proj::K, xin.data(), T, k.data(), hook);
+  if (run_proj(m, L, li, Proj::K, xin.data(), T, k.data(), hook, stop_after)) return;
   xin = xn;
-  run_proj(m, L, li, Proj::V, xin.data(), T, v.data(), hook);
+  if (run_proj(m, L, li, Proj::V, xin.data(), T, v.data(), hook, stop_after)) return;
   apply_rope(q.data(), T, nh, hd, pos0, inv_freq);
   apply_rope(k.data(), T, nkv, hd, pos0, inv_freq);
   if (m.rt.had_qk) {
@@ -224,19 +227,19 @@ void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache&
   std::copy(v.begin(), v.end(), cache.V.data<float>() + pos0 * kvdim);
   attention(q.data(), cache, T, pos0, nh, nkv, hd, att.data());
   if (m.rt.had_o_input) m.rt.had_heads(att.data(), T, nh, hd);
-  run_proj(m, L, li, Proj::O, att.data(), T, o.data(), hook);
+  if (run_proj(m, L, li, Proj::O, att.data(), T, o.data(), hook, stop_after)) return;
   for (int64_t i = 0; i < T * H; ++i) h[i] += o[size_t(i)];
 
   // ---- MLP block
   std::vector<float> g(size_t(T * I)), u(size_t(T * I));
   rms_norm(h, L.mlp_norm.data<float>(), T, H, c.rms_norm_eps, xn.data());
   xin = xn;
-  run_proj(m, L, li, Proj::Gate, xin.data(), T, g.data(), hook);
+  if (run_proj(m, L, li, Proj::Gate, xin.data(), T, g.data(), hook, stop_after)) return;
   xin = xn;
-  run_proj(m, L, li, Proj::Up, xin.data(), T, u.data(), hook);
+  if (run_proj(m, L, li, Proj::Up, xin.data(), T, u.data(), hook, stop_after)) return;
   for (int64_t i = 0; i < T * I; ++i) g[size_t(i)] = silu(g[size_t(i)]) * u[size_t(i)];
   if (m.rt.had_down_input) m.rt.had_rows(g.data(), T, I);
-  run_proj(m, L, li, Proj::Down, g.data(), T, o.data(), hook);
+  if (run_proj(m, L, li, Proj::Down, g.data(), T, o.data(), hook, stop_after)) return;
   for (int64_t i = 0; i < T * H; ++i) h[i] += o[size_t(i)];
 }
 

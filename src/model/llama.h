@@ -87,10 +87,12 @@ struct KVCache {
 // for down/o, before activation quantization).
 using ProjHook = std::function<void(int layer, Proj p, const float* x, int64_t T, int64_t in)>;
 
-// One decoder layer on h [T, H] in place, positions cache.len .. cache.len + T - 1.
+// One decoder layer on h [T, H] in place, positions pos0 .. pos0 + T - 1.
 // Appends T rows to this layer's cache (the caller advances cache.len once per model step).
+// stop_after = int(Proj::X): return as soon as the hook has seen X's input (calibration needs
+// only the inputs of the group being compressed; h is then left partly updated).
 void layer_forward(const LlamaModel& m, int layer_index, float* h, int64_t T, LayerCache& cache, int64_t pos0,
-                   const ProjHook* hook = nullptr);
+                   const ProjHook* hook = nullptr, int stop_after = -1);
 
 // Embedding lookup: h [T, H].
 void embed_tokens(const LlamaModel& m, const int32_t* tokens, int64_t T, float* h);

@@ -1,0 +1,143 @@
+// One function per parser that feeds it an arbitrary input, shared by the libFuzzer harnesses
+// (tests/fuzz/fuzz_*.cpp) and the corpus replay test (tests/test_robust_fuzz_corpus.cpp).
+//
+// Contract: each returns true if the input was accepted and false if it was rejected with an
+// obr::Error. Anything else is a bug: a crash or a sanitizer report, another exception type
+// escaping (e.g. nlohmann::json's or std::out_of_range), or a broken round-trip invariant
+// (abort()). The readers that only take a path get the bytes through a scratch file.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "core/tensor.h"
+#include "io/npy.h"
+#include "io/text.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace obr::fuzz {
+
+// A per-process scratch file, on /dev/shm when there is one (no disk I/O per input).
+inline std::string scratch_path(const char* ext) {
+  const char* dir = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
+  return std::string(dir) + "/obr_fuzz_" + std::to_string(::getpid()) + ext;
+}
+
+inline std::string scratch_file(const uint8_t* data, size_t n, const char* ext) {
+  const std::string path = scratch_path(ext);
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) std::abort();
+  if (n && std::fwrite(data, 1, n, f) != n) std::abort();
+  std::fclose(f);
+  return path;
+}
+
+// Reads every byte of t (so a view past its mapping would be caught by ASan or SIGSEGV) and
+// converts float tensors to f32.
+inline uint64_t touch(const Tensor& t) {
+  uint64_t sum = 0;
+  const unsigned char* p = static_cast<const unsigned char*>(t.raw());
+  for (size_t i = 0; i < t.nbytes(); ++i) sum += p[i];
+  const DType dt = t.dtype();
+  if (dt == DType::F32 || dt == DType::F64 || dt == DType::F16 || dt == DType::BF16) sum += uint64_t(t.to_f32().numel());
+  return sum;
+}
+
+inline bool feed_npy(const uint8_t* data, size_t n) {
+  const std::string path = scratch_file(data, n, ".npy");
+  try {
+    Tensor t = read_npy(path);
+    touch(t);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+inline bool feed_safetensors(const uint8_t* data, size_t n) {
+  const std::string path = scratch_file(data, n, ".safetensors");
+  try {
+    TensorStore st = TensorStore::open(path);
+    for (const std::string& name : st.names()) {
+      const TensorStore::Info& info = st.info(name);
+      Tensor t = st.get(name);
+      if (t.nbytes() != info.nbytes) std::abort();
+      touch(t);
+    }
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// config.json text; an accepted config must survive to_json -> from_json unchanged.
+inline bool feed_config(const uint8_t* data, size_t n) {
+  const std::string text(reinterpret_cast<const char*>(data), n);
+  ModelConfig c;
+  try {
+    c = ModelConfig::from_json(text, "fuzz/config.json");
+  } catch (const Error&) {
+    return false;
+  }
+  (void)c.summary();
+  (void)c.num_parameters();
+  std::string once;
+  try {
+    once = c.to_json();
+  } catch (const Error&) {
+    return true;  // some accepted configs have no to_json spelling (documented refusals)
+  }
+  const ModelConfig back = ModelConfig::from_json(once, "fuzz/config.json (rewritten)");  // must not throw
+  if (back.to_json() != once) std::abort();
+  return true;
+}
+
+// tokenizer.json text; an accepted tokenizer must encode and decode a few strings.
+inline bool feed_tokenizer_json(const uint8_t* data, size_t n) {
+  const std::string text(reinterpret_cast<const char*>(data), n);
+  try {
+    Tokenizer t = Tokenizer::from_json_text(text, "", "fuzz/tokenizer.json");
+    for (const char* s : {"", "Hello world", " a  b\n\tc", "caf\xc3\xa9 \xe2\x96\x81x <s></s>", "0123456789!?"}) {
+      const std::vector<int32_t> ids = t.encode(s, true);
+      (void)t.decode(ids, false);
+      (void)t.decode(ids, true);
+      (void)t.tokens(ids);
+    }
+    (void)t.vocab_size();
+    (void)t.decode({-1, 0, 1, 2, 1 << 30});
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// The tiny model's tokenizer (data/models/tiny, byte-level BPE, no normalizer) on arbitrary
+// bytes: valid UTF-8 must decode back to itself (invalid UTF-8 may be rejected, or decoded
+// with replacement characters as the Python library does).
+inline bool feed_tokenizer_encode(const uint8_t* data, size_t n) {
+  static const Tokenizer tok = Tokenizer::from_file(std::string(OBR_SOURCE_DIR) + "/data/models/tiny/tokenizer.json");
+  const std::string text(reinterpret_cast<const char*>(data), n);
+  std::vector<int32_t> ids;
+  try {
+    ids = tok.encode(text, false);
+  } catch (const Error&) {
+    return false;
+  }
+  const std::string back = tok.decode(ids, false);
+  (void)tok.tokens(ids);
+  if (find_invalid_utf8(text) == std::string::npos && back != text) {
+    std::fprintf(stderr, "tokenizer round trip: %zu bytes in, %zu bytes back\n", text.size(), back.size());
+    std::abort();
+  }
+  return true;
+}
+
+}  // namespace obr::fuzz
