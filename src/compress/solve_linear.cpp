@@ -175,7 +175,7 @@ SolveResult solve_linear(const Tensor& W, const Tensor& H, const Tensor& scaler,
       oo.gptq_final = opt.method == Method::OBR_GPTQ;
       oo.reference_quirks = opt.reference_quirks;
       obr_quantize(Wp, res.mask, ph.H, res.scales, oo, res.W_hat, res.codes);
-      log_info("solve_linear ", method_name(opt.method), " ", shape_str(W.shape()), ": scales, H and mask ", t_prep,
+      log_debug("solve_linear ", method_name(opt.method), " ", shape_str(W.shape()), ": scales, H and mask ", t_prep,
                " s, restoration ", t_restore - t_prep, " s, final quantization ", timer.seconds() - t_restore, " s");
       break;
     }

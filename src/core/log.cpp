@@ -16,6 +16,14 @@ bool log_quiet() {
   return g_quiet == 1;
 }
 
+bool log_verbose() {
+  static const bool v = [] {
+    const char* e = std::getenv("OBR_VERBOSE");
+    return e && *e && *e != '0';
+  }();
+  return v;
+}
+
 void set_log_quiet(bool q) { g_quiet = q ? 1 : 0; }
 
 ProgressLine::ProgressLine(std::string what) : what_(std::move(what)), tty_(::isatty(2) != 0) {}

@@ -21,6 +21,15 @@ void log_info(const Args&... args) {
   std::fprintf(stderr, "%s\n", s.c_str());
 }
 
+// Detail for people tuning or debugging (per-linear timings ...): only with OBR_VERBOSE=1.
+bool log_verbose();
+template <class... Args>
+void log_debug(const Args&... args) {
+  if (!log_verbose()) return;
+  std::string s = detail::concat(args...);
+  std::fprintf(stderr, "%s\n", s.c_str());
+}
+
 template <class... Args>
 void log_warn(const Args&... args) {
   std::string s = detail::concat(args...);
