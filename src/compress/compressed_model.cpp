@@ -234,7 +234,10 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
   }
   if (opt.rotate) enable_online_hadamards(m->rt);
   if (!weights_only) enable_quantized_runtime(m->rt, opt);
-  if (int4) m->rt.quant_act = nullptr;  // PackedLinear quantizes its own input
+  if (int4) {
+    m->rt.quant_act = nullptr;  // PackedLinear quantizes its own input
+    m->rt.act_quant_in_linears = true;
+  }
   out.model = std::move(m);
   return out;
 }

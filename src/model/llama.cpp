@@ -22,7 +22,7 @@ const char* proj_module(Proj p) { return int(p) <= int(Proj::O) ? "self_attn" : 
 std::string Runtime::describe() const {
   std::ostringstream os;
   os << "online Hadamard: " << (had_down_input || had_o_input || had_qk ? "on" : "off")
-     << ", activation quantization: " << (quant_act ? "on" : "off") << ", KV quantization: " << (quant_kv ? "on" : "off");
+     << ", activation quantization: " << (act_quant_in_linears ? "int8 codes in the integer kernels" : quant_act ? "on (simulated)" : "off") << ", KV quantization: " << (quant_kv ? "on" : "off");
   return os.str();
 }
 

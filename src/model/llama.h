@@ -55,6 +55,8 @@ struct Runtime {
   std::function<void(float* x, int64_t rows, int64_t cols)> quant_act;
   // KV quantizer applied in place to new K and V rows [T, nkv*hd] before they enter the cache.
   std::function<void(float* kv, int64_t rows, int64_t cols, int64_t head_dim)> quant_kv;
+  // Set when the projections quantize their own inputs (the integer engine's PackedLinear).
+  bool act_quant_in_linears = false;
   std::string describe() const;
 };
 
