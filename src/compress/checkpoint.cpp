@@ -168,10 +168,10 @@ Checkpoint Checkpoint::open(const std::string& dir, const CheckpointFingerprint&
     const json& f = j.at("fingerprint");
     std::string diff;
     auto part = [&](const char* what, const std::string& was, const std::string& now) {
-      if (was != now) diff += detail::concat(diff.empty() ? "" : "; ", what, " differs (checkpoint ", was, ", now ", now, ")");
+      if (was != now) diff += detail::concat(diff.empty() ? "" : "; ", what, " (checkpoint ", was, ", now ", now, ")");
     };
-    part("config.json", f.at("config").get<std::string>(), fp.config);
-    part("the calibration token ids", f.at("calibration").get<std::string>(), fp.calibration);
+    part("config.json differs", f.at("config").get<std::string>(), fp.config);
+    part("the calibration token ids differ", f.at("calibration").get<std::string>(), fp.calibration);
     if (f.at("options").get<std::string>() != fp.options) {
       const std::string od = options_diff(j.at("options"), json::parse(c.options_json_));
       diff += (diff.empty() ? "" : "; ") + std::string("options differ: ") + (od.empty() ? "(encoding)" : od);
@@ -264,6 +264,7 @@ int Checkpoint::restore(LlamaModel& m, CompressReport& rep, std::vector<std::vec
   rep.calib_seconds += calib_seconds_;
   rep.solve_seconds += solve_seconds_;
   if (k < int(m.layers.size())) {
+    OBR_CHECK(!inputs_file_.empty(), dir_, ": checkpoint of ", k, " layers names no inputs for layer ", k);
     const TensorStore st = TensorStore::open((fs::path(dir_) / inputs_file_).string());
     OBR_CHECK(st.size() == xs.size(), st.path(), ": ", st.size(), " calibration samples, this run has ", xs.size());
     for (size_t s = 0; s < xs.size(); ++s) {

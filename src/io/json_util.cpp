@@ -12,10 +12,13 @@ nlohmann::json parse_json(const std::string& text, const std::string& source) {
   // One set of keys per open object. `parsed` is the key itself on a key event.
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  auto callback = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
+  auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
     switch (event) {
       case json::parse_event_t::object_start:
-        open_objects.emplace_back();
+      case json::parse_event_t::array_start:
+        // Stop at once: the parser itself would go on to the end of the input.
+        OBR_CHECK(depth < kMaxJsonDepth, source, ": JSON nested deeper than ", kMaxJsonDepth, " levels");
+        if (event == json::parse_event_t::object_start) open_objects.emplace_back();
         break;
       case json::parse_event_t::object_end:
         if (!open_objects.empty()) open_objects.pop_back();

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,13 @@ inline std::string scratch_path(const char* ext) {
 }
 
 inline std::string scratch_file(const uint8_t* data, size_t n, const char* ext) {
+  struct Cleanup {  // at exit
+    ~Cleanup() {
+      for (const char* e : {".npy", ".rewritten.npy", ".safetensors", ".rewritten.safetensors"})
+        std::remove(scratch_path(e).c_str());
+    }
+  };
+  static const Cleanup cleanup;
   const std::string path = scratch_path(ext);
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) std::abort();
@@ -51,19 +60,33 @@ inline uint64_t touch(const Tensor& t) {
   return sum;
 }
 
+inline bool same_tensor(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && a.nbytes() == b.nbytes() &&
+         (a.nbytes() == 0 || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
+}
+
+// An accepted array must survive write_npy -> read_npy unchanged.
 inline bool feed_npy(const uint8_t* data, size_t n) {
   const std::string path = scratch_file(data, n, ".npy");
+  Tensor t;
   try {
-    Tensor t = read_npy(path);
-    touch(t);
-    return true;
+    t = read_npy(path);
   } catch (const Error&) {
     return false;
   }
+  touch(t);
+  const std::string again = scratch_path(".rewritten.npy");
+  write_npy(again, t);  // must not throw
+  if (!same_tensor(read_npy(again), t)) std::abort();
+  return true;
 }
 
+// An accepted file must survive write_safetensors -> open unchanged (tensors and metadata;
+// the writer adds "format": "pt" when there is no "format").
 inline bool feed_safetensors(const uint8_t* data, size_t n) {
   const std::string path = scratch_file(data, n, ".safetensors");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  std::map<std::string, std::string> meta;
   try {
     TensorStore st = TensorStore::open(path);
     for (const std::string& name : st.names()) {
@@ -71,11 +94,21 @@ inline bool feed_safetensors(const uint8_t* data, size_t n) {
       Tensor t = st.get(name);
       if (t.nbytes() != info.nbytes) std::abort();
       touch(t);
+      tensors.push_back({name, t.clone()});
     }
-    return true;
+    meta = st.metadata();
   } catch (const Error&) {
     return false;
   }
+  const std::string again = scratch_path(".rewritten.safetensors");
+  write_safetensors(again, tensors, meta);  // must not throw
+  const TensorStore back = TensorStore::open(again);
+  if (back.size() != tensors.size()) std::abort();
+  for (const auto& [name, t] : tensors)
+    if (!back.has(name) || !same_tensor(back.get(name), t)) std::abort();
+  if (!meta.count("format")) meta["format"] = "pt";
+  if (back.metadata() != meta) std::abort();
+  return true;
 }
 
 // config.json text; an accepted config must survive to_json -> from_json unchanged.
@@ -100,12 +133,17 @@ inline bool feed_config(const uint8_t* data, size_t n) {
   return true;
 }
 
-// tokenizer.json text; an accepted tokenizer must encode and decode a few strings.
+// tokenizer.json text, optionally followed by a NUL byte and a text to encode; an accepted
+// tokenizer must encode and decode that text and a few fixed strings.
 inline bool feed_tokenizer_json(const uint8_t* data, size_t n) {
-  const std::string text(reinterpret_cast<const char*>(data), n);
+  const std::string input(reinterpret_cast<const char*>(data), n);
+  const size_t nul = input.find('\0');
+  const std::string json = input.substr(0, nul);
+  const std::string extra = nul == std::string::npos ? std::string("ab abc") : input.substr(nul + 1);
   try {
-    Tokenizer t = Tokenizer::from_json_text(text, "", "fuzz/tokenizer.json");
-    for (const char* s : {"", "Hello world", " a  b\n\tc", "caf\xc3\xa9 \xe2\x96\x81x <s></s>", "0123456789!?"}) {
+    Tokenizer t = Tokenizer::from_json_text(json, "", "fuzz/tokenizer.json");
+    for (const std::string& s : {extra, std::string("Hello world"), std::string(" a  b\n\tc"),
+                                std::string("caf\xc3\xa9 \xe2\x96\x81x <s></s>"), std::string("0123456789!?")}) {
       const std::vector<int32_t> ids = t.encode(s, true);
       (void)t.decode(ids, false);
       (void)t.decode(ids, true);

@@ -37,12 +37,14 @@ status=0
 for t in "${targets[@]}"; do
   work="$build/corpus/$t" art="$build/artifacts/$t"
   mkdir -p "$work" "$art"
+  # libFuzzer takes one dictionary: the JSON formats get JSON syntax + their keywords.
   dict=()
-  if [ -f "tests/fuzz/dict/$t.dict" ]; then
-    cat tests/fuzz/dict/json.dict "tests/fuzz/dict/$t.dict" >"$build/$t.dict"
-    [ "$t" = npy ] && cp tests/fuzz/dict/npy.dict "$build/$t.dict"
-    dict=(-dict="$build/$t.dict")
-  fi
+  case $t in
+    npy) dict=(-dict=tests/fuzz/dict/npy.dict) ;;
+    safetensors | config | tokenizer_json)
+      cat tests/fuzz/dict/json.dict "tests/fuzz/dict/$t.dict" >"$build/$t.dict"
+      dict=(-dict="$build/$t.dict") ;;
+  esac
   echo "== fuzz_$t: ${secs} s =="
   # shellcheck disable=SC2086
   if ! "$build/fuzz_$t" "$work" "tests/fuzz/corpus/$t" "${dict[@]}" -max_total_time="$secs" -max_len="$(max_len "$t")" \
