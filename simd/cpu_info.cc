@@ -2,10 +2,7 @@
 #include "simd/cpu_info.h"
 
 #ifdef OBR_WITH_HWY
-// Same target set as simd/kernels.cc (Highway 1.0.3 builds AVX3_DL only on request).
-#ifndef HWY_WANT_AVX3_DL
-#define HWY_WANT_AVX3_DL
-#endif
+#include "simd/hwy_config.h"  // the same target set as simd/kernels.cc
 #include <hwy/highway.h>
 #include <hwy/targets.h>
 #endif

@@ -157,6 +157,9 @@ HWY_INLINE VI32 Dot4(VI32 acc, VU8 a, VI8 w) {
 #elif OBR_X86_BYTE_DOT
   const __m128i p16 = _mm_maddubs_epi16(a.raw, w.raw);
   return hn::Add(acc, VI32{_mm_madd_epi16(p16, _mm_set1_epi16(1))});
+#elif HWY_TARGET == HWY_NEON && defined(__ARM_FEATURE_DOTPROD)
+  // Armv8.2 dot product (build with -march=armv8.2-a+dotprod or later): signed x signed.
+  return VI32{vdotq_s32(acc.raw, vreinterpretq_s8_u8(a.raw), w.raw)};
 #else
   // Portable: sign-extend byte b of every 32-bit lane with two shifts, multiply in int32.
   const DI32 d32;
@@ -216,17 +219,47 @@ HWY_INLINE void ExpandChunk(const uint8_t* p, uint64_t mA, uint64_t mB, VI8& wA,
 }
 #endif
 
-// Unstructured half, portable: scalar expansion of the nibbles (low or high) at p.
-HWY_INLINE void ExpandScalar(const uint8_t* p, uint64_t mask, int shift, int8_t* out64) {
-  int i = 0;
-  for (int pos = 0; pos < 64; ++pos) {
-    if ((mask >> pos) & 1) {
-      out64[pos] = int8_t(int((p[i] >> shift) & 15) - 8);
-      ++i;
-    } else {
-      out64[pos] = 0;
+// Unstructured, targets without vpexpandb: expands 64 positions 8 at a time with a byte
+// shuffle. kExpand8[m] holds, for mask byte m, the source index of each of the 8 positions
+// (its rank among the set bits), or 0x80 (-> 0) where the bit is clear.
+struct Expand8Table {
+  uint8_t idx[256][8];
+  constexpr Expand8Table() : idx() {
+    for (int m = 0; m < 256; ++m) {
+      int rank = 0;
+      for (int j = 0; j < 8; ++j) idx[m][j] = (m >> j) & 1 ? uint8_t(rank++) : uint8_t(0x80);
     }
   }
+};
+static constexpr Expand8Table kExpand8{};
+
+// codes: the compacted int8 codes of one half (64 bytes + 8 readable bytes); out: 64 positions.
+HWY_INLINE void ExpandHalf(const int8_t* codes, uint64_t mask, int8_t* out) {
+  const hn::Full64<int8_t> d8;
+  const hn::Full64<uint8_t> du8;
+  size_t src = 0;
+  HWY_UNROLL(8)
+  for (int g = 0; g < 8; ++g) {
+    const uint32_t m = uint32_t(mask >> (8 * g)) & 0xFF;
+    const auto from = hn::LoadU(du8, kExpand8.idx[m]);
+    hn::StoreU(hn::TableLookupBytesOr0(hn::LoadU(d8, codes + src), hn::BitCast(d8, from)), d8,
+               out + 8 * g);
+    src += size_t(__builtin_popcount(m));
+  }
+}
+
+// Both halves of the unstructured chunk at p (64 readable bytes) into outA / outB.
+HWY_INLINE void ExpandChunkPortable(const uint8_t* p, uint64_t mA, uint64_t mB, int8_t* outA,
+                                    int8_t* outB) {
+  alignas(64) int8_t codes[2][64 + 16];
+  HWY_UNROLL(16)
+  for (size_t v = 0; v < kNV; ++v) {
+    const VU8 x = hn::LoadU(DU8(), p + v * kVB);
+    hn::Store(LowCodes(x), DI8(), codes[0] + v * kVB);
+    hn::Store(HighCodes(x), DI8(), codes[1] + v * kVB);
+  }
+  ExpandHalf(codes[0], mA, outA);
+  ExpandHalf(codes[1], mB, outB);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,8 +437,7 @@ HWY_INLINE const uint8_t* UnstructuredRowBlock(const uint8_t* vals, const uint64
     ExpandChunk(vals, mA, mB, w[0][0], w[0][1]);
 #else
     alignas(64) int8_t tmp[2][64];
-    ExpandScalar(vals, mA, 0, tmp[0]);
-    ExpandScalar(vals, mB, 4, tmp[1]);
+    ExpandChunkPortable(vals, mA, mB, tmp[0], tmp[1]);
     HWY_UNROLL(16)
     for (size_t v = 0; v < kNV; ++v) {
       w[v][0] = hn::Load(DI8(), tmp[0] + v * kVB);
@@ -514,8 +546,7 @@ void DecodePanelUnstructured(const PackedWeights& W, int64_t b0, size_t nb, int8
       hn::Store(wA, DI8(), outA);
       hn::Store(wB, DI8(), outB);
 #else
-      ExpandScalar(vals, mA, 0, outA);
-      ExpandScalar(vals, mB, 4, outB);
+      ExpandChunkPortable(vals, mA, mB, outA, outB);
 #endif
       vals += std::max(__builtin_popcountll(mA), __builtin_popcountll(mB));
     }

@@ -8,10 +8,7 @@
 #include "simd/kernels_ref.h"
 
 #ifdef OBR_WITH_HWY
-// Highway 1.0.3 compiles AVX3_DL (AVX-512 VNNI/VBMI2) only on request.
-#ifndef HWY_WANT_AVX3_DL
-#define HWY_WANT_AVX3_DL
-#endif
+#include "simd/hwy_config.h"  // which targets are compiled (before any Highway header)
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "simd/kernels.cc"
 #include <hwy/foreach_target.h>  // re-includes this file once per target

@@ -13,7 +13,8 @@
 //     signed x signed and need no correction.
 //   * T <= 4 (decode): one pass over the packed weights, streaming (memory bound): the nibbles
 //     are unpacked in registers; 2:4 gathers the kept activations with a byte shuffle of an
-//     8-byte activation window; unstructured expands the compacted nibbles with vpexpandb.
+//     8-byte activation window; unstructured expands the compacted nibbles with vpexpandb
+//     (AVX-512 VBMI2) or a table-driven byte shuffle.
 //   * T > 4 (prefill): weights are decoded once per 32-row panel into int8 (2:4: kept values +
 //     shuffle indices) in a per-thread buffer, then a register-blocked micro-kernel runs over
 //     tokens: dense and unstructured do every MAC; 2:4 does half of them (shuffle + dot on the

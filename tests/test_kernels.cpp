@@ -151,7 +151,10 @@ void run_case(const Case& c, bool threads) {
   shape << format_name(c.format) << " N=" << c.N << " K=" << c.K << " T=" << c.T
         << " wkind=" << c.wkind << " akind=" << c.akind << (c.a8 ? " A8" : " A4")
         << (c.bias ? " bias" : "");
-  const int saved_threads = num_threads();
+  struct RestoreThreads {  // also when a REQUIRE below throws
+    int n = num_threads();
+    ~RestoreThreads() { set_num_threads(n); }
+  } restore_threads;
   for (const SimdTarget& target : runnable_targets()) {
     // SCALAR runs the reference code itself: comparing big products with themselves is slow
     // and proves nothing beyond the dispatch, which the small ones prove.
@@ -169,7 +172,6 @@ void run_case(const Case& c, bool threads) {
       REQUIRE_MESSAGE(err.empty(), err);
     }
   }
-  set_num_threads(saved_threads);
 }
 
 std::string targets_list() {
