@@ -184,12 +184,11 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
               shape_str(shape));
     return t.to_f32();
   };
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
-  const int64_t qdim = int64_t(c.num_attention_heads) * c.head_dim, kvdim = int64_t(c.num_key_value_heads) * c.head_dim;
+  const int64_t H = c.hidden_size, V = c.vocab_size;
   m->embed = get_f32("model.embed_tokens.weight", {V, H});
   m->final_norm = get_f32("model.norm.weight", {H});
   m->lm_head = std::make_unique<DenseLinear>(get_f32("lm_head.weight", {V, H}));
-  const Shape shapes[kNumProj] = {{qdim, H}, {kvdim, H}, {kvdim, H}, {H, qdim}, {I, H}, {I, H}, {H, I}};
+  const auto shapes = proj_shapes(c);
   const bool int4 = engine == Engine::Int4 && !weights_only;
   simd::Int4Format format = simd::Int4Format::kDense;
   if (opt.solve.prune_m == 4 && opt.solve.prune_n == 2)

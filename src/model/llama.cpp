@@ -19,6 +19,12 @@ const char* proj_name(Proj p) {
 
 const char* proj_module(Proj p) { return int(p) <= int(Proj::O) ? "self_attn" : "mlp"; }
 
+std::array<Shape, kNumProj> proj_shapes(const ModelConfig& c) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t qdim = int64_t(c.num_attention_heads) * c.head_dim, kvdim = int64_t(c.num_key_value_heads) * c.head_dim;
+  return {Shape{qdim, H}, Shape{kvdim, H}, Shape{kvdim, H}, Shape{H, qdim}, Shape{I, H}, Shape{I, H}, Shape{H, I}};
+}
+
 std::string Runtime::describe() const {
   std::ostringstream os;
   os << "online Hadamard: " << (had_down_input || had_o_input || had_qk ? "on" : "off")
@@ -46,8 +52,7 @@ LlamaModel load_llama(const std::string& dir) {
   m.source = dir;
   const ModelConfig& c = m.cfg;
   TensorStore st = TensorStore::open(dir);
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
-  const int64_t qdim = int64_t(c.num_attention_heads) * c.head_dim, kvdim = int64_t(c.num_key_value_heads) * c.head_dim;
+  const int64_t H = c.hidden_size, V = c.vocab_size;
   m.embed = load_f32(st, "model.embed_tokens.weight", {V, H}, dir);
   m.final_norm = load_f32(st, "model.norm.weight", {H}, dir);
   if (st.has("lm_head.weight")) {
@@ -61,7 +66,7 @@ LlamaModel load_llama(const std::string& dir) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     L.attn_norm = load_f32(st, p + "input_layernorm.weight", {H}, dir);
     L.mlp_norm = load_f32(st, p + "post_attention_layernorm.weight", {H}, dir);
-    const Shape shapes[kNumProj] = {{qdim, H}, {kvdim, H}, {kvdim, H}, {H, qdim}, {I, H}, {I, H}, {H, I}};
+    const auto shapes = proj_shapes(c);
     for (int j = 0; j < kNumProj; ++j) {
       Proj pj = Proj(j);
       std::string base = p + proj_module(pj) + "." + proj_name(pj);

@@ -31,6 +31,9 @@ enum class Proj { Q, K, V, O, Gate, Up, Down };
 constexpr int kNumProj = 7;
 const char* proj_name(Proj p);  // "q_proj", ..., "down_proj"
 const char* proj_module(Proj p);  // "self_attn" or "mlp"
+// Weight shapes [out, in] of the seven projections, indexed by Proj:
+// q [nh*hd, H], k/v [nkv*hd, H], o [H, nh*hd], gate/up [I, H], down [H, I].
+std::array<Shape, kNumProj> proj_shapes(const ModelConfig& c);
 
 struct DecoderLayer {
   Tensor attn_norm;  // f32 [H], input_layernorm

@@ -26,12 +26,11 @@ LlamaModel random_llama(const ModelConfig& cfg, uint64_t seed) {
   m.cfg = cfg;
   m.source = "random";
   Rng rng(seed);
-  const int64_t H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;
-  const int64_t qdim = int64_t(cfg.num_attention_heads) * cfg.head_dim, kvdim = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
+  const int64_t H = cfg.hidden_size, V = cfg.vocab_size;
   m.embed = normal({V, H}, 1.0, rng);
   m.final_norm = norm_weight(H, rng);
   m.lm_head = std::make_unique<DenseLinear>(normal({V, H}, 0.02, rng));
-  const Shape shapes[kNumProj] = {{qdim, H}, {kvdim, H}, {kvdim, H}, {H, qdim}, {I, H}, {I, H}, {H, I}};
+  const auto shapes = proj_shapes(cfg);
   for (int l = 0; l < cfg.num_hidden_layers; ++l) {
     DecoderLayer L;
     L.attn_norm = norm_weight(H, rng);
