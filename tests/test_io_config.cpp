@@ -13,8 +13,10 @@
 #include "core/check.h"
 #include "io/atomic_file.h"
 #include "model/config.h"
+#include "test_util.h"
 
 using namespace obr;
+using namespace obr::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -167,21 +169,6 @@ const char* kTinyLlama = R"({
   "vocab_size": 32000
 })";
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no obr::Error thrown)";
-}
-
-template <class F>
-void check_error(F&& f, const std::vector<std::string>& words) {
-  std::string msg = error_of(f);
-  for (const auto& w : words) CHECK_MESSAGE(msg.find(w) != std::string::npos, "'", w, "' not in: ", msg);
-}
 
 void check_same(const ModelConfig& a, const ModelConfig& b) {
   CHECK(a.model_type == b.model_type);

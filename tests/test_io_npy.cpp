@@ -15,51 +15,14 @@
 #include "core/tensor.h"
 #include "io/atomic_file.h"
 #include "io/npy.h"
+#include "test_util.h"
 
 using namespace obr;
+using namespace obr::testing;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path =
-        fs::temp_directory_path() / ("obr_test_io_npy_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  size_t entries() const { return size_t(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
-};
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no obr::Error thrown)";
-}
-
-// CHECKs that `f` throws obr::Error and that the message has each of `words`.
-template <class F>
-void check_error(F&& f, const std::vector<std::string>& words) {
-  std::string msg = error_of(f);
-  for (const auto& w : words) CHECK_MESSAGE(msg.find(w) != std::string::npos, "'", w, "' not in: ", msg);
-}
 
 // A .npy file from its parts, with correct lengths: version major.0, header padded to 64.
 std::string make_npy(int major, const std::string& dict, const std::string& data) {
@@ -86,7 +49,7 @@ Tensor patterned(const Shape& shape, DType dt, int seed) {
 }  // namespace
 
 TEST_CASE("io: npy round trip for every dtype and odd shapes") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const DType dtypes[] = {DType::F32, DType::F64, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64};
   const Shape shapes[] = {{}, {0}, {1}, {3}, {2, 3}, {2, 0, 4}, {3, 1, 5}, {118, 3}};
   int seed = 0;
@@ -110,7 +73,7 @@ TEST_CASE("io: npy round trip for every dtype and odd shapes") {
 }
 
 TEST_CASE("io: npy header is byte-identical to numpy's") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string path = dir.file("x.npy");
   write_npy(path, Tensor::zeros({2, 3}, DType::F32));
   std::string bytes = read_file(path);
@@ -124,7 +87,7 @@ TEST_CASE("io: npy header is byte-identical to numpy's") {
 }
 
 TEST_CASE("io: npy reads version 2.0 and 3.0 headers and other spellings") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string path = dir.file("v.npy");
   const std::string data4 = std::string("\x01\x00\x00\x00\x02\x00\x00\x00", 8);
   for (int major : {1, 2, 3}) {
@@ -146,7 +109,7 @@ TEST_CASE("io: npy reads version 2.0 and 3.0 headers and other spellings") {
 }
 
 TEST_CASE("io: npy rejects hostile headers with messages naming the file") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string path = dir.file("bad.npy");
   struct Case {
     std::string dict, data, word;
@@ -203,7 +166,7 @@ TEST_CASE("io: npy rejects hostile headers with messages naming the file") {
 }
 
 TEST_CASE("io: npy every truncation of a valid file is an error naming the file") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string good = dir.file("good.npy"), cut = dir.file("cut.npy");
   write_npy(good, patterned({3, 5}, DType::F32, 1));
   const std::string bytes = read_file(good);
@@ -216,7 +179,7 @@ TEST_CASE("io: npy every truncation of a valid file is an error naming the file"
 }
 
 TEST_CASE("io: npy random corruption gives a tensor or an obr::Error, never a crash") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string good = dir.file("good.npy"), bad = dir.file("bad.npy");
   write_npy(good, patterned({4, 3}, DType::I32, 2));
   const std::string bytes = read_file(good);
@@ -239,7 +202,7 @@ TEST_CASE("io: npy random corruption gives a tensor or an obr::Error, never a cr
 }
 
 TEST_CASE("io: write_file_atomic replaces the file and leaves no temp file") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string path = dir.file("out.bin");
   write_file_atomic(path, "old", 3);
   CHECK(read_file(path) == "old");
@@ -251,7 +214,7 @@ TEST_CASE("io: write_file_atomic replaces the file and leaves no temp file") {
 }
 
 TEST_CASE("io: AtomicFile abandoned before commit leaves the old file untouched") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string path = dir.file("model.bin");
   write_file_atomic(path, "original", 8);
   std::string temp;
@@ -279,7 +242,7 @@ TEST_CASE("io: AtomicFile abandoned before commit leaves the old file untouched"
 }
 
 TEST_CASE("io: atomic write and read_file errors name the path and the reason") {
-  TempDir dir;
+  TempDir dir("obr_test_io_npy");
   const std::string nodir = dir.file("no/such/dir/out.bin");
   check_error([&] { write_file_atomic(nodir, "x", 1); }, {nodir, "No such file or directory"});
   check_error([&] { read_file(dir.file("absent.txt")); }, {dir.file("absent.txt"), "cannot open", "No such file"});

@@ -17,50 +17,14 @@
 #include "core/tensor.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 using namespace obr;
+using namespace obr::testing;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path =
-        fs::temp_directory_path() / ("obr_test_io_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  size_t entries() const { return size_t(std::distance(fs::directory_iterator(path), fs::directory_iterator())); }
-};
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no obr::Error thrown)";
-}
-
-template <class F>
-void check_error(F&& f, const std::vector<std::string>& words) {
-  std::string msg = error_of(f);
-  for (const auto& w : words) CHECK_MESSAGE(msg.find(w) != std::string::npos, "'", w, "' not in: ", msg);
-}
 
 std::string le64(uint64_t n) {
   std::string s(8, '\0');
@@ -101,7 +65,7 @@ std::vector<std::pair<std::string, Tensor>> sample_tensors() {
 }  // namespace
 
 TEST_CASE("io: safetensors round trip for every dtype, with metadata") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string path = dir.file("model.safetensors");
   const auto tensors = sample_tensors();
   write_safetensors(path, tensors, {{"obr.method", "obr"}, {"note", "round trip"}});
@@ -143,7 +107,7 @@ TEST_CASE("io: safetensors round trip for every dtype, with metadata") {
 }
 
 TEST_CASE("io: safetensors writer produces the layout the Python library requires") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string path = dir.file("m.safetensors");
   write_safetensors(path, sample_tensors());
   const std::string bytes = read_file(path);
@@ -182,7 +146,7 @@ TEST_CASE("io: safetensors writer produces the layout the Python library require
 }
 
 TEST_CASE("io: safetensors misaligned data still reads correctly") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string path = dir.file("odd.safetensors");
   // Header length N = 1 (mod 4): the data section starts at an odd file offset, the F32
   // tensor at 8 + N + 1 = 2 (mod 4), the I64 one at 8 + N + 9 = 2 (mod 4).
@@ -207,7 +171,7 @@ TEST_CASE("io: safetensors misaligned data still reads correctly") {
 }
 
 TEST_CASE("io: safetensors rejects hostile headers with messages naming file and tensor") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string path = dir.file("model.safetensors");
   const std::string t = "model.layers.0.mlp.up_proj.weight";
   auto entry = [&](const std::string& body) { return "{\"" + t + "\":" + body + "}"; };
@@ -286,7 +250,7 @@ TEST_CASE("io: safetensors rejects hostile headers with messages naming file and
 }
 
 TEST_CASE("io: safetensors every truncation of a valid file is an error naming the file") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string good = dir.file("good.safetensors"), cut = dir.file("cut.safetensors");
   write_safetensors(good, {{"w", patterned({3, 4}, DType::BF16, 1)}, {"b", patterned({5}, DType::I8, 2)}});
   const std::string bytes = read_file(good);
@@ -299,7 +263,7 @@ TEST_CASE("io: safetensors every truncation of a valid file is an error naming t
 }
 
 TEST_CASE("io: safetensors random corruption gives a store or an obr::Error, never a crash") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string good = dir.file("good.safetensors"), bad = dir.file("bad.safetensors");
   write_safetensors(good, sample_tensors());
   const std::string bytes = read_file(good);
@@ -333,7 +297,7 @@ TEST_CASE("io: safetensors random corruption gives a store or an obr::Error, nev
 }
 
 TEST_CASE("io: sharded safetensors directory with an index") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string s1 = "model-00001-of-00002.safetensors", s2 = "model-00002-of-00002.safetensors";
   Tensor a = patterned({4, 3}, DType::BF16, 1), b = patterned({3}, DType::F32, 2), c = patterned({2, 2}, DType::I8, 3);
   write_safetensors(dir.file(s1), {{"a", a}, {"b", b}}, {{"shard", "1"}});
@@ -394,7 +358,7 @@ TEST_CASE("io: sharded safetensors directory with an index") {
 }
 
 TEST_CASE("io: write_safetensors rejects bad input and writes atomically") {
-  TempDir dir;
+  TempDir dir("obr_test_io_st");
   const std::string path = dir.file("w.safetensors");
   Tensor x = patterned({2}, DType::F32, 1);
   check_error([&] { write_safetensors(path, {{"x", x}, {"x", x}}); }, {path, "'x' is given twice"});
