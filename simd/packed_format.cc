@@ -4,6 +4,7 @@
 #include "simd/packed_format.h"
 
 #include <algorithm>
+#include <cmath>
 #include <new>
 
 #ifdef __linux__
@@ -226,6 +227,74 @@ size_t PackedWeights::bytes() const {
   return b;
 }
 
+void padded_shape(Int4Format format, int64_t n_out, int64_t k_in, int64_t* n_pad, int64_t* k_pad) {
+  const int64_t chunk_cols = format == Int4Format::kDense      ? kDenseChunkCols
+                             : format == Int4Format::kSparse24 ? kSparse24ChunkCols
+                                                               : kUnstructuredChunkCols;
+  *n_pad = round_up(n_out, kRowBlock);
+  *k_pad = round_up(k_in, chunk_cols);
+}
+
+void validate_packed(const PackedWeights& w, const std::string& what) {
+  OBR_CHECK(w.format == Int4Format::kDense || w.format == Int4Format::kSparse24 ||
+                w.format == Int4Format::kUnstructured,
+            what, ": unknown INT4 format ", int(w.format));
+  OBR_CHECK(w.n_out > 0 && w.k_in > 0, what, ": shape [", w.n_out, ", ", w.k_in, "] must be positive");
+  int64_t n_pad = 0, k_pad = 0;
+  padded_shape(w.format, w.n_out, w.k_in, &n_pad, &k_pad);
+  OBR_CHECK(w.n_pad == n_pad && w.k_pad == k_pad, what, ": padded shape [", w.n_pad, ", ", w.k_pad,
+            "] does not match [", n_pad, ", ", k_pad, "] for ", format_name(w.format), " [", w.n_out,
+            ", ", w.k_in, "]");
+  OBR_CHECK(int64_t(w.scale.size()) == w.n_out, what, ": ", w.scale.size(), " scales for ", w.n_out,
+            " rows");
+  OBR_CHECK(int64_t(w.row_sum.size()) == w.n_pad, what, ": ", w.row_sum.size(), " row sums, expected ",
+            w.n_pad);
+  for (int64_t n = 0; n < w.n_out; ++n)
+    OBR_CHECK(std::isfinite(w.scale[size_t(n)]), what, ": the scale of row ", n, " is ", w.scale[size_t(n)]);
+  for (int64_t n = 0; n < w.n_pad; ++n) {
+    const int64_t s = w.row_sum[size_t(n)];
+    OBR_CHECK(s >= -8 * w.k_in && s <= 7 * w.k_in && (n < w.n_out || s == 0), what, ": row sum ", s,
+              " of row ", n, " is impossible for ", w.k_in, " codes in [-8, 7]");
+  }
+  auto expect_size = [&](size_t got, size_t want, const char* part) {
+    OBR_CHECK(got == want, what, ": ", part, " has ", got, " bytes, the ", format_name(w.format), " layout of [",
+              w.n_out, ", ", w.k_in, "] needs ", want);
+  };
+  if (w.format == Int4Format::kDense) {
+    expect_size(w.data.size(), size_t(n_pad * k_pad / 2), "code data");
+    return;
+  }
+  if (w.format == Int4Format::kSparse24) {
+    expect_size(w.data.size(), size_t(w.n_blocks() * (k_pad / kSparse24ChunkCols) * kSparse24ChunkBytes),
+                "code data");
+    return;
+  }
+  const int64_t nchunks = k_pad / kUnstructuredChunkCols;
+  expect_size(w.masks.size() * 8, size_t(w.n_blocks() * nchunks * 2) * 8, "mask");
+  expect_size(w.block_offset.size() * 8, size_t(w.n_blocks() + 1) * 8, "block offset table");
+  int64_t total = 0;
+  for (int64_t b = 0; b < w.n_blocks(); ++b) {
+    OBR_CHECK(w.block_offset[size_t(b)] == total, what, ": block ", b, " starts at byte ",
+              w.block_offset[size_t(b)], ", its masks put it at ", total);
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const uint64_t* m = &w.masks[size_t((b * nchunks + c) * 2)];
+      const bool edge = (b + 1) * kRowBlock > w.n_out || (c + 1) * 8 > w.k_in;  // holds padding
+      for (int half = 0; edge && half < 2; ++half) {
+        for (int p = 0; p < 64; ++p) {
+          if (!(m[half] >> p & 1)) continue;
+          const int64_t n = b * kRowBlock + p / 4, k = c * 8 + 4 * half + p % 4;
+          OBR_CHECK(n < w.n_out && k < w.k_in, what, ": a mask bit marks the padding position [", n, ", ", k,
+                    "] as kept");
+        }
+      }
+      total += std::max(popcount64(m[0]), popcount64(m[1]));
+    }
+  }
+  OBR_CHECK(w.block_offset[size_t(w.n_blocks())] == total, what, ": the block offset table ends at ",
+            w.block_offset[size_t(w.n_blocks())], ", the masks sum to ", total);
+  expect_size(w.data.size(), size_t(total + kUnstructuredTailPad), "code data (with its 64-byte tail)");
+}
+
 PackedWeights pack_int4(Int4Format format, const int8_t* q, const float* sw, int64_t n_out,
                         int64_t k_in, const uint8_t* keep) {
   check_args(q, sw, n_out, k_in);
@@ -233,11 +302,7 @@ PackedWeights pack_int4(Int4Format format, const int8_t* q, const float* sw, int
   w.format = format;
   w.n_out = n_out;
   w.k_in = k_in;
-  w.n_pad = round_up(n_out, kRowBlock);
-  const int64_t chunk_cols = format == Int4Format::kDense      ? kDenseChunkCols
-                             : format == Int4Format::kSparse24 ? kSparse24ChunkCols
-                                                               : kUnstructuredChunkCols;
-  w.k_pad = round_up(k_in, chunk_cols);
+  padded_shape(format, n_out, k_in, &w.n_pad, &w.k_pad);
   w.scale.assign(sw, sw + n_out);
   const Source src{q, keep, n_out, k_in};
   switch (format) {

@@ -82,6 +82,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace obr::simd {
@@ -162,6 +163,17 @@ struct PackedWeights {
 // non-zero codes. kSparse24 throws obr::Error if a group of 4 has more than 2 kept positions.
 PackedWeights pack_int4(Int4Format format, const int8_t* q, const float* sw, int64_t n_out,
                         int64_t k_in, const uint8_t* keep = nullptr);
+
+// Padded shape of a format: n_pad = round_up(n_out, 16), k_pad = round_up(k_in, the format's
+// column chunk). pack_int4 uses it; a reader of stored parts (below) too.
+void padded_shape(Int4Format format, int64_t n_out, int64_t k_in, int64_t* n_pad, int64_t* k_pad);
+
+// Checks a PackedWeights assembled from stored parts (a packed model file) before any kernel
+// reads it: the format and shapes agree, every array has the size the layout implies, and for
+// kUnstructured the block offsets equal the running sum of the chunk sizes given by the masks
+// (so no kernel can read outside data), no mask bit marks a padding position, and data has its
+// tail padding. Throws obr::Error naming `what` (e.g. the tensor) and the first mismatch.
+void validate_packed(const PackedWeights& w, const std::string& what);
 
 // Inverse of pack_int4: q [n_out, k_in] gets the codes (0 where pruned); keep_out
 // [n_out, k_in] (optional) gets 1 at every stored position (for 2:4 this includes the explicit

@@ -105,19 +105,63 @@ TEST_CASE("pipeline: saved output reloads to the same function; nothing half-wri
     std::fwrite(cj.data(), 1, cj.size(), f);
     std::fclose(f);
   }
+  // 50% unstructured, 2:4 and dense W4 are written packed (obr-packed-v1); W8 as int8 codes.
+  struct Case {
+    const char* name;
+    double sparsity;
+    int prune_n, prune_m, wbits;
+    const char* format;
+    const char* int4_format;
+  };
+  for (const Case& cs : {Case{"50%", 0.5, 0, 0, 4, "obr-packed-v1", "unstructured"},
+                         Case{"2:4", 0, 2, 4, 4, "obr-packed-v1", "2:4"},
+                         Case{"dense", 0, 0, 0, 4, "obr-packed-v1", "dense"},
+                         Case{"W8", 0.5, 0, 0, 8, "obr-simulated-v1", ""}}) {
+    CAPTURE(cs.name);
+    CompressOptions opt;
+    opt.solve.sparsity = cs.sparsity;
+    opt.solve.prune_n = cs.prune_n;
+    opt.solve.prune_m = cs.prune_m;
+    opt.solve.wq.bits = cs.wbits;
+    LlamaModel m = random_llama(cfg, 5);
+    rotate_model(m, opt.rotation);
+    CompressReport rep = compress_model(m, random_calib(4, 32, 2), opt);
+    const std::string out = (dir / "out").string();
+    fs::remove_all(out);
+    save_compressed(out, m, rep, opt, (dir / "src").string(), {}, false);
+    CHECK_THROWS_AS(save_compressed(out, m, rep, opt, (dir / "src").string(), {}, false), Error);  // exists
+    // The simulated engine reads back exactly W_hat = code * scale: the same logits, bit for bit.
+    LoadedModel lm = load_any_model(out, /*weights_only=*/true);
+    REQUIRE(lm.compressed);
+    CHECK(lm.meta["format"] == cs.format);
+    std::vector<int32_t> ids = {1, 2, 3, 50, 60, 70, 100, 0};
+    Tensor a = logits_of(m, ids), b = logits_of(*lm.model, ids);
+    CHECK(std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
+    if (cs.wbits > 4) {
+      CHECK_THROWS_AS(load_any_model(out, false, Engine::Int4), Error);  // needs <= 4-bit weights
+      continue;
+    }
+    CHECK(lm.meta["packing"]["int4_format"] == cs.int4_format);
+    // The integer engine runs the same packed weights: the same function up to float rounding
+    // of the activation-quantized products (tests/test_packed_linear.cpp bounds one linear).
+    LoadedModel sim = load_any_model(out, false, Engine::Simulated);
+    LoadedModel i4 = load_any_model(out, false, Engine::Int4);
+    CHECK(i4.model->layers[0][Proj::Q].kind() == std::string("int4-") + cs.int4_format);
+    Tensor ls = logits_of(*sim.model, ids), li = logits_of(*i4.model, ids);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < ls.numel(); ++i) {
+      const double d = double(ls.data<float>()[i]) - double(li.data<float>()[i]);
+      num += d * d;
+      den += double(ls.data<float>()[i]) * double(ls.data<float>()[i]);
+    }
+    CHECK(std::sqrt(num / den) < 0.05);
+    fs::remove_all(out);
+  }
+  // A failing save (inconsistent report) leaves neither the output nor a temporary directory.
   CompressOptions opt;
   LlamaModel m = random_llama(cfg, 5);
   rotate_model(m, opt.rotation);
   CompressReport rep = compress_model(m, random_calib(4, 32, 2), opt);
-  const std::string out = (dir / "out").string();
-  save_compressed(out, m, rep, opt, (dir / "src").string(), {}, false);
-  CHECK_THROWS_AS(save_compressed(out, m, rep, opt, (dir / "src").string(), {}, false), Error);  // exists
-  LoadedModel lm = load_any_model(out, /*weights_only=*/true);
-  REQUIRE(lm.compressed);
-  std::vector<int32_t> ids = {1, 2, 3, 50, 60, 70, 100, 0};
-  Tensor a = logits_of(m, ids), b = logits_of(*lm.model, ids);
-  CHECK(std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
-  // A failing save (inconsistent report) leaves neither the output nor a temporary directory.
   CompressReport broken = rep;
   broken.linears.pop_back();
   const std::string out2 = (dir / "out2").string();

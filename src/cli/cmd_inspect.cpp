@@ -11,11 +11,15 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
 #include "core/check.h"
+#include "io/atomic_file.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/llama.h"
 
 namespace {
 
@@ -130,6 +134,42 @@ void print_tensors(const TensorStore& store, const std::string& filter, bool wit
   }
 }
 
+// A compressed model (obr.json beside the weights): how it was made and what it weighs against
+// the FP16 original, for the linear layers (what the method compresses) and the whole file.
+void print_compression(const std::string& meta_path, const ModelConfig& cfg, const TensorStore& store) {
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(read_file(meta_path, 64 << 20));
+  } catch (const nlohmann::json::exception& e) {
+    fail(meta_path, ": not valid JSON: ", e.what());
+  }
+  const nlohmann::json opt = meta.value("options", nlohmann::json::object());
+  std::printf("\ncompressed by obr: format %s, method %s, W%dA%dKV%d, rotation %s\n",
+              meta.value("format", "?").c_str(), opt.value("method", "?").c_str(), opt.value("wbits", 0),
+              opt.value("abits", 0), opt.value("kvbits", 0),
+              opt.value("rotate", false) ? ("QuaRot (seed " + std::to_string(opt.value("rotation_seed", 0ull)) + ")").c_str()
+                                         : "none");
+  uint64_t file_bytes = 0;
+  for (const auto& n : store.names()) file_bytes += store.info(n).nbytes;
+  const uint64_t fp16_model = uint64_t(cfg.num_parameters()) * 2;
+  if (meta.contains("packing")) {
+    const nlohmann::json& p = meta["packing"];
+    const uint64_t weights = p.value("linear_weights", 0ull), bytes = p.value("linear_bytes", 0ull);
+    std::printf("linear layers: %s weights packed as INT4 %s in %s bytes = %.3f bytes/weight (FP16: 2) -> %.2fx smaller\n",
+                thousands(weights).c_str(), p.value("int4_format", "?").c_str(), thousands(bytes).c_str(),
+                double(bytes) / double(weights), 2.0 * double(weights) / double(bytes));
+  }
+  uint64_t linear_params = 0;
+  for (const Shape& sh : proj_shapes(cfg)) linear_params += uint64_t(sh[0] * sh[1]);
+  linear_params *= uint64_t(cfg.num_hidden_layers);
+  const double other_share = 1.0 - double(linear_params) / double(cfg.num_parameters());
+  std::printf("whole model: %s bytes of tensors vs %s bytes for all %s parameters in FP16: ratio %.2f\n"
+              "  (embeddings, norms and lm_head, %.0f%% of this model's parameters, stay F32 as evaluated)\n",
+              thousands(file_bytes).c_str(), thousands(fp16_model).c_str(),
+              thousands(uint64_t(cfg.num_parameters())).c_str(), double(fp16_model) / double(file_bytes),
+              100.0 * other_share);
+}
+
 int inspect_model_dir(const std::string& dir, const std::string& filter, bool with_stats) {
   const bool has_config = fs::exists(fs::path(dir) / "config.json");
   const bool has_weights =
@@ -151,6 +191,8 @@ int inspect_model_dir(const std::string& dir, const std::string& filter, bool wi
   std::printf("\n");
   TensorStore store = TensorStore::open(dir);
   print_tensors(store, filter, with_stats);
+  const fs::path meta_path = fs::path(dir) / "obr.json";
+  if (has_config && fs::exists(meta_path)) return print_compression(meta_path.string(), cfg, store), 0;
   if (has_config) {
     uint64_t params = 0;
     for (const auto& n : store.names()) params += store.info(n).nbytes / dtype_size(store.info(n).dtype);
@@ -178,8 +220,7 @@ int run_inspect(int argc, char** argv) {
   std::error_code ec;
   OBR_CHECK(fs::exists(path, ec), path, ": no such file or directory");
 
-  // Input kinds. A new kind (e.g. obr's packed INT4 model files) gets its test here and
-  // its own inspect_* function above.
+  // Input kinds; a compressed model is a model directory with an obr.json.
   if (fs::is_directory(path, ec)) return inspect_model_dir(path, args.str("filter"), args.on("stats"));
   if (ends_with(path, ".npy")) return inspect_npy(path);
   if (ends_with(path, "config.json")) {

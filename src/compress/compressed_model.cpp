@@ -1,18 +1,49 @@
 #include "compress/compressed_model.h"
 
+#include <deque>
 #include <filesystem>
+#include <map>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "compress/hadamard.h"
+#include "compress/quarot.h"
+#include "model/packed_io.h"
 #include "model/packed_linear.h"
 
 namespace fs = std::filesystem;
 
 namespace obr {
 
-static const char* kFormat = "obr-simulated-v1";
+// Two on-disk forms (the header comment of compressed_model.h has the tensor names):
+//   obr-packed-v1     weights of at most 4 bits: packed INT4 (model/packed_io.h), what the
+//                     integer kernels read; the simulated engine unpacks it
+//   obr-simulated-v1  wider weights (--wbits 5..8): one int8 code per weight
+static const char* kFormatPacked = "obr-packed-v1";
+static const char* kFormatCodes = "obr-simulated-v1";
+
+simd::Int4Format int4_format_for(const CompressOptions& o) {
+  if (o.solve.prune_m == 4 && o.solve.prune_n == 2) return simd::Int4Format::kSparse24;
+  if (o.solve.prune_m > 0 || o.solve.sparsity > 0) return simd::Int4Format::kUnstructured;
+  return simd::Int4Format::kDense;
+}
+
+// The rotation a loader must reproduce online, written to obr.json for people and other tools:
+// which transform runs where, its size n and the Hadamard base order K (n = K * 2^m).
+static nlohmann::json online_hadamards_json(const ModelConfig& c, const CompressOptions& o) {
+  if (!o.rotate) return nullptr;
+  const int64_t nh = c.num_attention_heads, hd = c.head_dim;
+  auto had = [](int64_t n) { return nlohmann::json{{"n", n}, {"K", hadamard_base_order(n)}}; };
+  nlohmann::json o_input = hadamard_supported(nh) ? had(nh) : had(nh * hd);
+  o_input["kind"] = hadamard_supported(nh) ? "across heads" : "full width (no Hadamard of the head count)";
+  return {{"residual_stream", {{"n", c.hidden_size}, {"K", hadamard_base_order(c.hidden_size)},
+                               {"random_signs_seed", o.rotation.seed}, {"online", false}}},
+          {"down_proj_input", had(c.intermediate_size)},
+          {"o_proj_input", o_input},
+          {"q_k_after_rope", had(hd)}};
+}
 
 static std::string proj_tensor_base(int layer, Proj p) {
   return "model.layers." + std::to_string(layer) + "." + proj_module(p) + "." + proj_name(p);
@@ -109,11 +140,24 @@ void save_compressed(const std::string& out_dir, const LlamaModel& m, const Comp
         if (d && d->has_bias()) tensors.push_back({proj_tensor_base(int(l), Proj(j)) + ".bias", d->bias()});
       }
     }
+    const bool packed = opt.solve.wq.bits <= 4;
+    const simd::Int4Format format = int4_format_for(opt);
+    std::deque<simd::PackedWeights> packs;  // stable addresses: the tensors below are views of them
+    size_t packed_bytes = 0;
+    int64_t n_weights = 0;
     nlohmann::json layers = nlohmann::json::array();
     for (const LinearRecord& r : rep.linears) {
       const std::string base = proj_tensor_base(r.layer, r.proj);
-      tensors.push_back({base + ".qweight", r.codes});
-      tensors.push_back({base + ".scales", r.scales});
+      n_weights += r.codes.numel();
+      if (packed) {
+        packs.push_back(simd::pack_int4(format, r.codes.data<int8_t>(), r.scales.data<float>(), r.codes.dim(0),
+                                        r.codes.dim(1), format == simd::Int4Format::kDense ? nullptr : r.mask.data<uint8_t>()));
+        packed_bytes += packs.back().bytes();
+        append_packed_tensors(base, packs.back(), tensors);
+      } else {
+        tensors.push_back({base + ".qweight", r.codes});
+        tensors.push_back({base + ".scales", r.scales});
+      }
       int64_t kept = 0;
       const uint8_t* mk = r.mask.data<uint8_t>();
       for (int64_t i = 0; i < r.mask.numel(); ++i) kept += mk[i] != 0;
@@ -125,12 +169,22 @@ void save_compressed(const std::string& out_dir, const LlamaModel& m, const Comp
     }
     OBR_CHECK(rep.linears.size() == m.layers.size() * kNumProj, "save_compressed: ", rep.linears.size(),
               " compressed linears, expected ", m.layers.size() * kNumProj);
-    write_safetensors((fs::path(tmp) / "model.safetensors").string(), tensors, {{"format", kFormat}});
+    const char* kFormat = packed ? kFormatPacked : kFormatCodes;
+    std::map<std::string, std::string> st_meta{{"format", kFormat}};
+    if (packed) st_meta["int4_format"] = simd::format_name(format);
+    write_safetensors((fs::path(tmp) / "model.safetensors").string(), tensors, st_meta);
     nlohmann::json meta = {{"format", kFormat},
                            {"source_model", fs::path(source_dir).filename().string()},
                            {"options", options_to_json(opt)},
+                           {"online_hadamards", online_hadamards_json(m.cfg, opt)},
                            {"seconds", rep.seconds},
                            {"linears", layers}};
+    if (packed)
+      meta["packing"] = {{"int4_format", simd::format_name(format)},
+                         {"linear_weights", n_weights},
+                         {"linear_bytes", packed_bytes},
+                         {"bytes_per_weight", double(packed_bytes) / double(n_weights)},
+                         {"layout", "simd/packed_format.h, model/packed_io.h"}};
     if (extra.is_object()) meta.update(extra);
     std::string js = meta.dump(2) + "\n";
     write_file_atomic((fs::path(tmp) / "obr.json").string(), js.data(), js.size());
@@ -164,8 +218,10 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
   } catch (const nlohmann::json::exception& e) {
     fail(meta_path.string(), ": not valid JSON: ", e.what());
   }
-  OBR_CHECK(out.meta.value("format", "") == kFormat, meta_path.string(), ": unknown format '", out.meta.value("format", ""),
-            "' (this obr reads ", kFormat, ")");
+  const std::string disk_format = out.meta.value("format", "");
+  OBR_CHECK(disk_format == kFormatPacked || disk_format == kFormatCodes, meta_path.string(), ": unknown format '",
+            disk_format, "' (this obr reads ", kFormatPacked, " and ", kFormatCodes, ")");
+  const bool packed = disk_format == kFormatPacked;
   CompressOptions opt;
   try {
     opt = options_from_json(out.meta.at("options"));
@@ -190,11 +246,13 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
   m->lm_head = std::make_unique<DenseLinear>(get_f32("lm_head.weight", {V, H}));
   const auto shapes = proj_shapes(c);
   const bool int4 = engine == Engine::Int4 && !weights_only;
-  simd::Int4Format format = simd::Int4Format::kDense;
-  if (opt.solve.prune_m == 4 && opt.solve.prune_n == 2)
-    format = simd::Int4Format::kSparse24;
-  else if (opt.solve.prune_m > 0 || opt.solve.sparsity > 0)
-    format = simd::Int4Format::kUnstructured;
+  const simd::Int4Format format = int4_format_for(opt);
+  if (packed) {
+    const auto it = st.metadata().find("int4_format");
+    OBR_CHECK(it != st.metadata().end() && it->second == simd::format_name(format), path,
+              ": model.safetensors says int4_format '", it == st.metadata().end() ? "" : it->second,
+              "', obr.json's options imply '", simd::format_name(format), "'");
+  }
   if (int4) {
     OBR_CHECK(opt.solve.wq.bits <= 4, path, ": the int4 engine needs weights of at most 4 bits, this model has ",
               opt.solve.wq.bits);
@@ -208,6 +266,22 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
     L.mlp_norm = get_f32(p + "post_attention_layernorm.weight", {H});
     for (int j = 0; j < kNumProj; ++j) {
       const std::string base = proj_tensor_base(l, Proj(j));
+      Tensor b = st.has(base + ".bias") ? get_f32(base + ".bias", {shapes[j][0]}) : Tensor();
+      if (packed) {
+        simd::PackedWeights w = read_packed_tensors(st, path, base, format, shapes[j][0], shapes[j][1]);
+        if (int4) {
+          L.proj[size_t(j)] = std::make_unique<PackedLinear>(std::move(w), std::move(b), opt.abits, opt.act.clip);
+        } else {  // simulated: W_hat = code * scale, exactly as written
+          Tensor codes = Tensor::zeros(shapes[j], DType::I8);
+          simd::unpack_int4(w, codes.data<int8_t>());
+          Tensor W = codes.to_f32();
+          float* pw = W.data<float>();
+          for (int64_t r = 0; r < w.n_out; ++r)
+            for (int64_t k = 0; k < w.k_in; ++k) pw[r * w.k_in + k] *= w.scale[size_t(r)];
+          L.proj[size_t(j)] = std::make_unique<DenseLinear>(std::move(W), std::move(b));
+        }
+        continue;
+      }
       if (int4) {
         OBR_CHECK(st.has(base + ".qweight"), path, ": missing tensor '", base, ".qweight'");
         const Tensor codes = st.get(base + ".qweight");
@@ -215,7 +289,6 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
                   ".qweight' must be I8 ", shape_str(shapes[j]), ", got ", dtype_name(codes.dtype()), " ",
                   shape_str(codes.shape()));
         Tensor scales = get_f32(base + ".scales", {shapes[j][0]});
-        Tensor b = st.has(base + ".bias") ? get_f32(base + ".bias", {shapes[j][0]}) : Tensor();
         L.proj[size_t(j)] = std::make_unique<PackedLinear>(format, codes, scales, std::move(b), opt.abits, opt.act.clip);
         continue;
       }
@@ -226,7 +299,6 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
       const int64_t cols = shapes[j][1];
       for (int64_t r = 0; r < shapes[j][0]; ++r)
         for (int64_t k = 0; k < cols; ++k) w[r * cols + k] *= s[r];
-      Tensor b = st.has(base + ".bias") ? get_f32(base + ".bias", {shapes[j][0]}) : Tensor();
       L.proj[size_t(j)] = std::make_unique<DenseLinear>(std::move(codes), std::move(b));
     }
     m->layers.push_back(std::move(L));

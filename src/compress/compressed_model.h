@@ -1,14 +1,22 @@
-// The output of `obr compress` (simulated-quantization form), and a loader that opens either a
-// Hugging Face model directory or a compressed one.
+// The output of `obr compress`, and a loader that opens either a Hugging Face model directory
+// or a compressed one.
 //
 // A compressed model is a directory:
 //   config.json, tokenizer.json, tokenizer_config.json   copied from the source model
-//   obr.json            what was done: method and options, rotation (seed, quirks), the
-//                       activation / KV quantizers to use at evaluation, per-linear losses
-//   model.safetensors   F32 embed_tokens / norms / lm_head (rotated; lm_head stays full precision),
-//                       and per projection `<name>.qweight` (I8 [out, in] W4 codes, pruned = 0),
-//                       `<name>.scales` (F32 [out]), `<name>.bias` (F32, only if the model has one).
-//                       W_hat = qweight * scales[row], exactly.
+//   obr.json            what was done: format, method and options, rotation (seed, the online
+//                       Hadamard sizes), the activation / KV quantizers to use at evaluation,
+//                       the packing (format, bytes per weight), per-linear losses
+//   model.safetensors   F32 embed_tokens / norms / lm_head (rotated; lm_head stays full
+//                       precision), `<name>.bias` (F32, only if the model has one), and per
+//                       projection either
+//                         obr-packed-v1 (weights of <= 4 bits, the default): the packed INT4
+//                         tensors `<name>.int4`, `.scales`, `.row_sum` (+ `.masks`,
+//                         `.block_offset` when unstructured), layout in model/packed_io.h and
+//                         simd/packed_format.h; the metadata key "int4_format" names the format
+//                         (dense, 2:4 or unstructured, from the sparsity options);
+//                         obr-simulated-v1 (5..8-bit weights): `<name>.qweight` (I8 [out, in],
+//                         pruned = 0) and `<name>.scales` (F32 [out]).
+//                       Either way W_hat = code * scales[row], exactly.
 // The directory is written under a temporary name and renamed into place when complete.
 #pragma once
 
@@ -19,6 +27,7 @@
 
 #include "compress/pipeline.h"
 #include "model/llama.h"
+#include "simd/packed_format.h"
 
 namespace obr {
 
@@ -40,6 +49,10 @@ Engine parse_engine(const std::string& name);  // "simulated" | "int4"
 // A Hugging Face model directory, or the output of `obr compress` (then with its online
 // Hadamards and activation / KV quantizers installed unless weights_only).
 LoadedModel load_any_model(const std::string& path, bool weights_only = false, Engine engine = Engine::Simulated);
+
+// The packed INT4 layout a compressed model uses: 2:4 for --nm 2:4, unstructured for any other
+// sparsity, dense otherwise.
+simd::Int4Format int4_format_for(const CompressOptions& o);
 
 nlohmann::json options_to_json(const CompressOptions& o);
 CompressOptions options_from_json(const nlohmann::json& j);

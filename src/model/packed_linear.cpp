@@ -18,6 +18,14 @@ PackedLinear::PackedLinear(simd::Int4Format format, const Tensor& codes, const T
   W_ = simd::pack_int4(format, codes.data<int8_t>(), scales.data<float>(), codes.dim(0), codes.dim(1));
 }
 
+PackedLinear::PackedLinear(simd::PackedWeights W, Tensor bias, int act_bits, float act_clip)
+    : W_(std::move(W)), bias_(std::move(bias)), act_bits_(act_bits), act_clip_(act_clip) {
+  OBR_CHECK(act_bits >= 2 && act_bits <= 8, "the integer engine needs activations of 2..8 bits, got ", act_bits,
+            " (use the simulated engine for A16)");
+  OBR_CHECK(!bias_.defined() || bias_.numel() == W_.n_out, "PackedLinear: bias ", shape_str(bias_.shape()),
+            " does not match ", W_.n_out, " output rows");
+}
+
 std::string PackedLinear::kind() const { return std::string("int4-") + simd::format_name(W_.format); }
 
 void PackedLinear::forward(const float* x, int64_t T, float* y) const {

@@ -15,6 +15,8 @@ class PackedLinear : public Linear {
   // codes I8 [out, in] in [-8, 7], scales F32 [out]; act_bits 2..8, act_clip in (0, 1].
   PackedLinear(simd::Int4Format format, const Tensor& codes, const Tensor& scales, Tensor bias, int act_bits,
                float act_clip);
+  // Already packed weights (e.g. read from a packed model file).
+  PackedLinear(simd::PackedWeights W, Tensor bias, int act_bits, float act_clip);
   int64_t in_features() const override { return W_.k_in; }
   int64_t out_features() const override { return W_.n_out; }
   void forward(const float* x, int64_t T, float* y) const override;
