@@ -27,8 +27,10 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "model/synthetic.h"
+#include "test_model_dir.h"
 
 using namespace obr;
+using obr::testing::write_model_dir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -304,30 +306,6 @@ int wait_exit(pid_t pid) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-// Writes a random model as a Hugging Face directory: config.json, model.safetensors, and the
-// tiny model's tokenizer.
-void write_model_dir(const fs::path& dir, const ModelConfig& cfg, uint64_t seed) {
-  fs::create_directories(dir);
-  const LlamaModel m = random_llama(cfg, seed);
-  std::vector<std::pair<std::string, Tensor>> t;
-  t.push_back({"model.embed_tokens.weight", m.embed});
-  t.push_back({"model.norm.weight", m.final_norm});
-  t.push_back({"lm_head.weight", dynamic_cast<const DenseLinear&>(*m.lm_head).weight()});
-  for (size_t l = 0; l < m.layers.size(); ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.push_back({p + "input_layernorm.weight", m.layers[l].attn_norm});
-    t.push_back({p + "post_attention_layernorm.weight", m.layers[l].mlp_norm});
-    for (int j = 0; j < kNumProj; ++j)
-      t.push_back({p + proj_module(Proj(j)) + "." + proj_name(Proj(j)) + ".weight",
-                   dynamic_cast<const DenseLinear&>(*m.layers[l].proj[size_t(j)]).weight()});
-  }
-  write_safetensors((dir / "model.safetensors").string(), t);
-  const std::string cj = cfg.to_json();
-  write_file_atomic((dir / "config.json").string(), cj.data(), cj.size());
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-    fs::copy_file(fs::path(OBR_SOURCE_DIR) / "data/models/tiny" / f, dir / f);
 }
 
 // Random lowercase words: plenty of tokens for a few short windows.

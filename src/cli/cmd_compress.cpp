@@ -7,6 +7,7 @@
 #include "compress/compressed_model.h"
 #include "compress/memory_estimate.h"
 #include "compress/pipeline.h"
+#include "compress/stream_compress.h"
 #include "core/log.h"
 #include "core/parallel.h"
 #include "io/atomic_file.h"
@@ -60,21 +61,29 @@ static int run_compress(int argc, char** argv) {
   a.option("threads", "0", "threads (0: OpenMP default)");
   a.flag("overwrite", false, "replace OUT if it is an earlier obr output");
   a.flag("resume", false, "continue an interrupted run from its checkpoint OUT.partial (same model, text, options)");
+  a.flag("fast", false,
+         "calibration-free streaming path for models of any size: RTN (with a magnitude mask for\n"
+         "--sparsity / --nm), one layer at a time from the memory-mapped weights; no --calib needed");
   a.flag("memory-check", true, "refuse to start when the estimated peak memory exceeds MemAvailable");
   if (!a.parse(argc, argv)) return 0;
   if (a.integer("threads") > 0) set_num_threads(int(a.integer("threads")));
   const std::string out = a.str("out");
   OBR_CHECK(!out.empty(), "option -o/--out is required (the output directory)");
 
+  const bool fast = a.on("fast");
   CompressOptions opt;
-  opt.solve.method = parse_method(a.str("method"));
+  opt.solve.method = parse_method(fast && !a.has("method") ? "rtn" : a.str("method"));
+  OBR_CHECK(!fast || opt.solve.method == Method::RTN, "option --fast runs RTN only (no calibration); method ",
+            a.str("method"), " needs calibration: drop --fast or use --method rtn");
   opt.solve.sparsity = a.real("sparsity");
   if (a.has("nm") && !a.str("nm").empty()) {
     parse_nm(a.str("nm"), opt.solve.prune_n, opt.solve.prune_m);
     opt.solve.sparsity = double(opt.solve.prune_n) / opt.solve.prune_m;
   }
   const bool sparse_method = opt.solve.method != Method::RTN && opt.solve.method != Method::GPTQ;
-  if (!sparse_method) {
+  if (fast) {  // RTN with a magnitude mask: only the sparsity asked for explicitly
+    if (!a.has("sparsity") && opt.solve.prune_m == 0) opt.solve.sparsity = 0;
+  } else if (!sparse_method) {
     OBR_CHECK(!(a.has("sparsity") && a.real("sparsity") > 0) && opt.solve.prune_m == 0, "method ", a.str("method"),
               " is quantization only; --sparsity/--nm need a sparse method (wanda-*, sparsegpt-gptq, obr-*)");
     opt.solve.sparsity = 0;
@@ -111,6 +120,29 @@ static int run_compress(int argc, char** argv) {
   opt.seqlen = a.integer("seqlen") > 0 ? a.integer("seqlen")
                                        : std::min<int64_t>(2048, cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : 2048);
 
+  if (fast) {
+    const uint64_t need = estimate_streaming_memory(cfg), avail = available_memory_bytes();
+    log_info("  memory: estimated peak ", format_bytes(need), " (embeddings + lm_head + one layer); available ",
+             avail ? format_bytes(avail) : "unknown");
+    OBR_CHECK(!a.on("memory-check") || avail == 0 || need <= avail, "estimated peak memory ", format_bytes(need),
+              " exceeds the available ", format_bytes(avail), " (MemAvailable), even one layer at a time; pass "
+              "--no-memory-check to try anyway");
+    const StreamCompressResult r = compress_streaming(src, out, opt, a.on("overwrite"), a.on("resume"));
+    std::printf("compressed %s -> %s  method rtn (--fast)  seconds %.1f  bytes_per_weight %.3f  peak_rss_mb %.1f\n",
+                src.c_str(), out.c_str(), total.seconds(), double(r.packed_bytes) / double(r.linear_weights),
+                peak_rss_bytes() / 1048576.0);
+    if (!a.str("eval").empty()) {
+      LoadedModel cm = load_any_model(out);
+      Tokenizer tok = Tokenizer::from_file(src);
+      std::vector<int32_t> ids = tok.encode(read_text_file(a.str("eval")), false);
+      log_info("evaluating ", out, " on ", a.str("eval"), " (", cm.model->rt.describe(), ")");
+      PerplexityResult pr = perplexity(*cm.model, ids, opt.seqlen, a.integer("eval-windows"));
+      std::printf("perplexity %.6f  nll %.8f  windows %lld  seqlen %lld\n", pr.perplexity, pr.nll, (long long)pr.windows,
+                  (long long)pr.seqlen);
+    }
+    return 0;
+  }
+
   // Fail in seconds, not after hours, when the run cannot fit.
   const MemoryEstimate mem = estimate_compress_memory(cfg, opt, num_threads());
   const uint64_t avail = available_memory_bytes();
@@ -118,7 +150,7 @@ static int run_compress(int argc, char** argv) {
   OBR_CHECK(!a.on("memory-check") || avail == 0 || mem.total() <= avail, "estimated peak memory ",
             format_bytes(mem.total()), " exceeds the available ", format_bytes(avail),
             " (MemAvailable); use fewer --nsamples (now ", opt.nsamples, ") or a smaller --seqlen (now ", opt.seqlen,
-            "), or pass --no-memory-check to try anyway");
+            "), pass --no-memory-check to try anyway, or use --fast (RTN, no calibration, one layer at a time)");
 
   Tokenizer tok = Tokenizer::from_file(src);
   const std::string calib_path = a.str("calib");
@@ -154,6 +186,8 @@ static int run_compress(int argc, char** argv) {
                           {"threads", num_threads()}};
   save_compressed(out, m, rep, opt, src, extra, a.on("overwrite"));
   ckpt.remove();
+  lm.model.reset();  // the evaluation below loads the output; the f32 model and codes go first
+  rep = CompressReport();
   std::printf("compressed %s -> %s  method %s  seconds %.1f  peak_rss_mb %.1f\n", src.c_str(), out.c_str(),
               a.str("method").c_str(), total.seconds(), peak_rss_bytes() / 1048576.0);
 

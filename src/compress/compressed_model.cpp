@@ -32,7 +32,7 @@ simd::Int4Format int4_format_for(const CompressOptions& o) {
 
 // The rotation a loader must reproduce online, written to obr.json for people and other tools:
 // which transform runs where, its size n and the Hadamard base order K (n = K * 2^m).
-static nlohmann::json online_hadamards_json(const ModelConfig& c, const CompressOptions& o) {
+nlohmann::json online_hadamards_json(const ModelConfig& c, const CompressOptions& o) {
   if (!o.rotate) return nullptr;
   const int64_t nh = c.num_attention_heads, hd = c.head_dim;
   auto had = [](int64_t n) { return nlohmann::json{{"n", n}, {"K", hadamard_base_order(n)}}; };

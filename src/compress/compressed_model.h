@@ -54,6 +54,10 @@ LoadedModel load_any_model(const std::string& path, bool weights_only = false, E
 // sparsity, dense otherwise.
 simd::Int4Format int4_format_for(const CompressOptions& o);
 
+// obr.json's "online_hadamards": each online transform's place, size n and base order K
+// (n = K * 2^m), and the residual stream's seed; null without rotation.
+nlohmann::json online_hadamards_json(const ModelConfig& c, const CompressOptions& o);
+
 nlohmann::json options_to_json(const CompressOptions& o);
 CompressOptions options_from_json(const nlohmann::json& j);
 

@@ -80,13 +80,18 @@ void enable_online_hadamards(Runtime& rt) {
   rt.had_heads = o_input_transform;
 }
 
-void rotate_model(LlamaModel& m, const RotateOptions& opt) {
-  const ModelConfig& c = m.cfg;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_attention_heads, nkv = c.num_key_value_heads,
-                hd = c.head_dim;
-  // Check every size has a Hadamard before touching the weights.
-  for (int64_t n : {H, I, hd, hadamard_supported(nh) ? nh : nh * hd}) hadamard_base_order(n);
+// Every size the rotation of a model with config c needs must have a Hadamard: checked before
+// any weight is touched.
+static void check_rotation_sizes(const ModelConfig& c) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_attention_heads, hd = c.head_dim;
+  for (int64_t n : {H, I, hd, hadamard_supported(nh) ? nh : nh * hd})
+    hadamard_base_order(n);
+}
 
+void rotate_embeddings(LlamaModel& m, const RotateOptions& opt) {
+  const ModelConfig& c = m.cfg;
+  const int64_t H = c.hidden_size;
+  check_rotation_sizes(c);
   if (opt.center_embeddings) {
     float* e = m.embed.data<float>();
     for (int64_t v = 0; v < c.vocab_size; ++v) {
@@ -96,35 +101,53 @@ void rotate_model(LlamaModel& m, const RotateOptions& opt) {
       for (int64_t j = 0; j < H; ++j) e[v * H + j] = float(e[v * H + j] - mean);
     }
   }
-  fuse_norms(m);
-
-  // 2. residual stream
+  // 1. the final norm into lm_head; 2. the residual stream: E <- E Q, W_head <- W_head Q
+  scale_columns(dense(*m.lm_head, "lm_head").weight(), m.final_norm);
+  set_ones(m.final_norm);
   rotate_input_side(m.embed, opt.seed);
   rotate_input_side(dense(*m.lm_head, "lm_head").weight(), opt.seed);
-  for (DecoderLayer& L : m.layers) {
-    for (Proj p : {Proj::Q, Proj::K, Proj::V, Proj::Gate, Proj::Up}) rotate_input_side(dense(L[p], proj_name(p)).weight(), opt.seed);
-    rotate_output_side(dense(L[Proj::O], "o_proj"), opt.seed);
-    rotate_output_side(dense(L[Proj::Down], "down_proj"), opt.seed);
+}
 
-    // 3. down_proj input: W_down <- W_down H_I
-    Tensor& Wd = dense(L[Proj::Down], "down_proj").weight();
-    hadamard_transform_rows(Wd.data<float>(), Wd.dim(0), I);
+void rotate_layer(DecoderLayer& L, const ModelConfig& c, const RotateOptions& opt) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_attention_heads, nkv = c.num_key_value_heads,
+                hd = c.head_dim;
+  check_rotation_sizes(c);
+  // 1. this layer's norms into the linears that read them
+  for (Proj p : {Proj::Q, Proj::K, Proj::V}) scale_columns(dense(L[p], proj_name(p)).weight(), L.attn_norm);
+  for (Proj p : {Proj::Gate, Proj::Up}) scale_columns(dense(L[p], proj_name(p)).weight(), L.mlp_norm);
+  set_ones(L.attn_norm);
+  set_ones(L.mlp_norm);
+  // 2. the residual stream: W <- W Q on the input side, W <- Q^T W on the output side
+  for (Proj p : {Proj::Q, Proj::K, Proj::V, Proj::Gate, Proj::Up}) rotate_input_side(dense(L[p], proj_name(p)).weight(), opt.seed);
+  rotate_output_side(dense(L[Proj::O], "o_proj"), opt.seed);
+  rotate_output_side(dense(L[Proj::Down], "down_proj"), opt.seed);
 
-    // 4. v_proj output per head: W_v <- B^T W_v with B = blockdiag(H_hd), done as W_v^T <- W_v^T B.
-    DenseLinear& v = dense(L[Proj::V], "v_proj");
-    Tensor Wvt = transposed(v.weight());  // [H, nkv*hd]
-    hadamard_transform_rows(Wvt.data<float>(), H * nkv, hd);
-    v.weight() = transposed(Wvt);
-    if (v.has_bias()) {
-      Tensor b = v.bias().clone();
-      hadamard_transform_rows(b.data<float>(), nkv, hd);
-      v = DenseLinear(v.weight(), b);
-    }
-    //    o_proj input: W_o <- W_o B A, A = the online across-heads transform.
-    Tensor& Wo = dense(L[Proj::O], "o_proj").weight();  // [H, nh*hd]
-    hadamard_transform_rows(Wo.data<float>(), H * nh, hd);
-    o_input_transform(Wo.data<float>(), H, nh, hd);
+  // 3. down_proj input: W_down <- W_down H_I
+  Tensor& Wd = dense(L[Proj::Down], "down_proj").weight();
+  hadamard_transform_rows(Wd.data<float>(), Wd.dim(0), I);
+
+  // 4. v_proj output per head: W_v <- B^T W_v with B = blockdiag(H_hd), done as W_v^T <- W_v^T B.
+  DenseLinear& v = dense(L[Proj::V], "v_proj");
+  Tensor Wvt = transposed(v.weight());  // [H, nkv*hd]
+  hadamard_transform_rows(Wvt.data<float>(), H * nkv, hd);
+  v.weight() = transposed(Wvt);
+  if (v.has_bias()) {
+    Tensor b = v.bias().clone();
+    hadamard_transform_rows(b.data<float>(), nkv, hd);
+    v = DenseLinear(v.weight(), b);
   }
+  //    o_proj input: W_o <- W_o B A, A = the online across-heads transform.
+  Tensor& Wo = dense(L[Proj::O], "o_proj").weight();  // [H, nh*hd]
+  hadamard_transform_rows(Wo.data<float>(), H * nh, hd);
+  o_input_transform(Wo.data<float>(), H, nh, hd);
+}
+
+void rotate_model(LlamaModel& m, const RotateOptions& opt) {
+  const ModelConfig& c = m.cfg;
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  check_rotation_sizes(c);
+  rotate_embeddings(m, opt);
+  for (DecoderLayer& L : m.layers) rotate_layer(L, c, opt);
   enable_online_hadamards(m.rt);
   log_info("rotate: QuaRot rotation done (seed ", opt.seed, ", hidden ", H, " = ", hadamard_base_order(H), " x 2^m, intermediate ",
            I, " = ", hadamard_base_order(I), " x 2^m", opt.center_embeddings ? ", embeddings centred (reference quirk)" : "",

@@ -31,6 +31,12 @@ void fuse_norms(LlamaModel& m);
 // Every projection must be a DenseLinear (the full-precision model).
 void rotate_model(LlamaModel& m, const RotateOptions& opt);
 
+// The same rotation in pieces, for a model processed one layer at a time (what rotate_model
+// does, in this order): rotate_embeddings on the embeddings, final norm and lm_head, then
+// rotate_layer on each decoder layer (its norms fused, its weights rotated). Neither touches m.rt.
+void rotate_embeddings(LlamaModel& m, const RotateOptions& opt);
+void rotate_layer(DecoderLayer& L, const ModelConfig& c, const RotateOptions& opt);
+
 // Sets the online Hadamard transforms of a rotated model's runtime (after loading one).
 void enable_online_hadamards(Runtime& rt);
 

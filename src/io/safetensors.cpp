@@ -311,6 +311,14 @@ std::vector<std::string> TensorStore::names() const {
   return out;
 }
 
+void TensorStore::drop_pages(const std::string& name) const {
+  const Entry& e = entry(name);
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(e.data) + page - 1) / page * page;  // whole pages only
+  const uintptr_t end = (uintptr_t(e.data) + e.info.nbytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: errors change nothing
+}
+
 std::string TensorStore::file_of(const std::string& name) const { return entry(name).info.file; }
 
 std::vector<std::string> TensorStore::files() const {

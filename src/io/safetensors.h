@@ -72,6 +72,11 @@ class TensorStore {
   // "__metadata__" of every shard merged (for a key in several shards the first shard in
   // file-name order wins).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Advice that a tensor's bytes will not be read again: its whole pages are dropped from this
+  // process's resident memory (Linux madvise), so a layer-by-layer pass over a model larger than
+  // RAM does not keep every layer it has read resident. Views of it stay valid (pages are read
+  // again from the file if touched).
+  void drop_pages(const std::string& name) const;
   std::string file_of(const std::string& name) const;
   std::vector<std::string> files() const;  // the .safetensors files, sorted
   size_t total_bytes() const;              // sum of tensor data bytes
