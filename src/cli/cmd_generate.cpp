@@ -40,7 +40,7 @@ static int32_t sample(const float* logits, int64_t V, double temp, double top_p,
 static int run_generate(int argc, char** argv) {
   Args a("generate", "MODEL --prompt TEXT [-n 64] [--temp 0]",
          "Generate a continuation of a prompt, streaming the text to stdout. Prints prompt and decode\n"
-         "tokens/s and peak resident memory to stderr. MODEL is a Hugging Face model directory or\n"
+         "tokens/s, peak resident memory and KV cache size to stderr. MODEL is a Hugging Face model directory or\n"
          "the output of `obr compress`.");
   a.positional("MODEL", "model directory");
   a.option("prompt", "", "prompt text (required)");
@@ -104,10 +104,12 @@ static int run_generate(int argc, char** argv) {
     for (int32_t t : out) std::printf(" %d", t);
     std::printf("\n");
   }
-  std::fprintf(stderr, "prompt %zu tokens %.1f tok/s | decode %zu tokens %.1f tok/s | peak_rss_mb %.1f | %s\n", ids.size(),
-               double(ids.size()) / std::max(prompt_s, 1e-9), out.size(),
+  std::fprintf(stderr,
+               "prompt %zu tokens %.1f tok/s | decode %zu tokens %.1f tok/s | peak_rss_mb %.1f | kv_cache_mb %.3f (f32: "
+               "%.3f) | %s\n",
+               ids.size(), double(ids.size()) / std::max(prompt_s, 1e-9), out.size(),
                out.size() > 1 ? double(out.size() - 1) / std::max(decode_s, 1e-9) : 0.0, peak_rss_bytes() / 1048576.0,
-               m.rt.describe().c_str());
+               double(cache.bytes()) / 1048576.0, double(cache.f32_bytes()) / 1048576.0, m.rt.describe().c_str());
   return 0;
 }
 

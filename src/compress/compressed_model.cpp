@@ -308,6 +308,10 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
   if (int4) {
     m->rt.quant_act = nullptr;  // PackedLinear quantizes its own input
     m->rt.act_quant_in_linears = true;
+    // Asymmetric KV of at most 4 bits: a real packed 4-bit cache (bitwise the simulated
+    // values); other KV settings, or shapes the packed layout cannot hold, stay simulated.
+    if (opt.kvbits <= 4 && !opt.kv.sym)
+      enable_packed_kv(m->rt, c, simd::Kv4Quant{opt.kvbits, opt.kv.clip, opt.kv.include_zero, opt.kv.group});
   }
   out.model = std::move(m);
   return out;

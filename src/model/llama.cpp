@@ -28,8 +28,22 @@ std::array<Shape, kNumProj> proj_shapes(const ModelConfig& c) {
 std::string Runtime::describe() const {
   std::ostringstream os;
   os << "online Hadamard: " << (had_down_input || had_o_input || had_qk ? "on" : "off")
-     << ", activation quantization: " << (act_quant_in_linears ? "int8 codes in the integer kernels" : quant_act ? "on (simulated)" : "off") << ", KV quantization: " << (quant_kv ? "on" : "off");
+     << ", activation quantization: " << (act_quant_in_linears ? "int8 codes in the integer kernels" : quant_act ? "on (simulated)" : "off") << ", KV quantization: ";
+  if (kv_packed)
+    os << "packed " << kv4.bits << "-bit cache (group " << kv4.group << ")";
+  else
+    os << (quant_kv ? "on" : "off");
   return os.str();
+}
+
+bool enable_packed_kv(Runtime& rt, const ModelConfig& cfg, simd::Kv4Quant q) {
+  const int64_t hd = cfg.head_dim, kvdim = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
+  if (q.group == 0) q.group = hd;
+  if (!simd::kv4_supported(hd, kvdim, q.group, q.bits) || !(q.clip > 0.0f && q.clip <= 1.0f)) return false;
+  rt.kv_packed = true;
+  rt.kv4 = q;
+  rt.quant_kv = nullptr;
+  return true;
 }
 
 // ---------------------------------------------------------------- loading
@@ -81,11 +95,49 @@ LlamaModel load_llama(const std::string& dir) {
 }
 
 KVCache KVCache::make(const ModelConfig& cfg, int64_t max_len) {
+  OBR_CHECK(max_len >= 0, "KV cache length must be >= 0, got ", max_len);
   KVCache c;
   c.max_len = max_len;
-  const int64_t kvdim = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
-  for (int l = 0; l < cfg.num_hidden_layers; ++l) c.layers.push_back({Tensor::zeros({max_len, kvdim}), Tensor::zeros({max_len, kvdim})});
+  LayerCache shape;
+  shape.max_len = max_len;
+  shape.head_dim = cfg.head_dim;
+  shape.kvdim = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
+  c.layers.assign(size_t(cfg.num_hidden_layers), shape);
   return c;
+}
+
+int64_t LayerCache::bytes() const {
+  return (K.defined() ? K.nbytes() : 0) + (V.defined() ? V.nbytes() : 0) + K4.bytes() + V4.bytes();
+}
+
+int64_t KVCache::bytes() const {
+  int64_t b = 0;
+  for (const LayerCache& l : layers) b += l.bytes();
+  return b;
+}
+
+int64_t KVCache::f32_bytes() const {
+  int64_t b = 0;
+  for (const LayerCache& l : layers) b += 2 * l.max_len * l.kvdim * int64_t(sizeof(float));
+  return b;
+}
+
+// Allocates a layer's storage on first use, in the format rt asks for; a cache already filled
+// in the other format is an error (one KVCache per model).
+static void ensure_storage(LayerCache& c, const Runtime& rt) {
+  if (!c.allocated()) {
+    if (rt.kv_packed) {
+      c.K4 = simd::kv4_allocate(c.max_len, c.kvdim, c.head_dim, rt.kv4.group);
+      c.V4 = simd::kv4_allocate(c.max_len, c.kvdim, c.head_dim, rt.kv4.group);
+    } else {
+      c.K = Tensor::zeros({c.max_len, c.kvdim});
+      c.V = Tensor::zeros({c.max_len, c.kvdim});
+    }
+  }
+  OBR_CHECK(c.packed() == rt.kv_packed, "this KV cache holds ", c.packed() ? "packed 4-bit" : "f32",
+            " rows but the model's runtime asks for ", rt.kv_packed ? "packed 4-bit" : "f32", " ones");
+  OBR_CHECK(!c.packed() || c.K4.group == rt.kv4.group, "this KV cache has groups of ", c.K4.group,
+            " columns, the runtime's quantizer ", rt.kv4.group);
 }
 
 // ---------------------------------------------------------------- building blocks
@@ -162,12 +214,25 @@ static bool run_proj(const LlamaModel& m, const DecoderLayer& L, int layer, Proj
   return false;
 }
 
-// Causal softmax attention of T new queries against cache rows [0, pos0 + T).
-// q [T, nh*hd] (already rotated), K/V cache [>= pos0+T, nkv*hd] -> out [T, nh*hd].
-// Per query head h (kv head h / (nh/nkv)): S = q_h K^T / sqrt(hd) [T, n_keys] (one sgemm),
-// causal softmax per row in float with a double sum, out_h = P V (one sgemm).
-static void attention(const float* q, const LayerCache& cache, int64_t T, int64_t pos0, int64_t nh, int64_t nkv,
-                      int64_t hd, float* out) {
+// Causal softmax of one score row in place: s[0 .. valid) <- softmax, s[valid .. n) <- 0.
+// Max, exp in float, the sum in double, one multiply by the float inverse.
+static void softmax_row(float* s, int64_t valid, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, s[j]);
+  double sum = 0;
+  for (int64_t j = 0; j < valid; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t j = 0; j < valid; ++j) s[j] *= inv;
+  for (int64_t j = valid; j < n; ++j) s[j] = 0.0f;
+}
+
+// f32 cache. Per query head h (kv head h / (nh/nkv)): S = q_h K^T / sqrt(hd) [T, n_keys] (one
+// sgemm), causal softmax per row, out_h = P V (one sgemm).
+static void attention_f32(const float* q, const LayerCache& cache, int64_t T, int64_t pos0, int64_t nh, int64_t nkv,
+                          int64_t hd, float* out) {
   const int64_t group = nh / nkv, kvdim = nkv * hd, qdim = nh * hd, n_keys = pos0 + T;
   const float* K = cache.K.data<float>();
   const float* Vc = cache.V.data<float>();
@@ -178,23 +243,38 @@ static void attention(const float* q, const LayerCache& cache, int64_t T, int64_
     const int64_t kvh = h / group;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(n_keys), int(hd), scale, q + h * hd, int(qdim),
                 K + kvh * hd, int(kvdim), 0.0f, S.data(), int(n_keys));
-    for (int64_t t = 0; t < T; ++t) {
-      float* s = S.data() + t * n_keys;
-      const int64_t valid = pos0 + t + 1;  // keys 0 .. pos0 + t
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, s[j]);
-      double sum = 0;
-      for (int64_t j = 0; j < valid; ++j) {
-        s[j] = std::exp(s[j] - mx);
-        sum += s[j];
-      }
-      const float inv = float(1.0 / sum);
-      for (int64_t j = 0; j < valid; ++j) s[j] *= inv;
-      for (int64_t j = valid; j < n_keys; ++j) s[j] = 0.0f;
-    }
+    for (int64_t t = 0; t < T; ++t) softmax_row(S.data() + t * n_keys, pos0 + t + 1, n_keys);  // keys 0 .. pos0 + t
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(hd), int(n_keys), 1.0f, S.data(), int(n_keys),
                 Vc + kvh * hd, int(kvdim), 0.0f, out + h * hd, int(qdim));
   });
+}
+
+// Packed cache. Per (query head h, query t): s = kv4_scores(q_t,h against keys 0 .. pos0 + t),
+// causal softmax, out = kv4_weighted_sum(p). Only the causal keys are visited. The (h, t) pairs
+// are independent outputs; dynamic scheduling because later queries see more keys.
+static void attention_kv4(const float* q, const LayerCache& cache, int64_t T, int64_t pos0, int64_t nh, int64_t nkv,
+                          int64_t hd, float* out) {
+  const int64_t group = nh / nkv, qdim = nh * hd;
+  const float scale = float(1.0 / std::sqrt(double(hd)));
+  parallel_for_dynamic(nh * T, [&](int64_t i) {
+    const int64_t h = i % nh, t = i / nh, valid = pos0 + t + 1, col0 = (h / group) * hd;
+    std::vector<float> s(static_cast<size_t>(valid));
+    simd::kv4_scores(cache.K4, col0, hd, q + t * qdim + h * hd, valid, scale, s.data());
+    softmax_row(s.data(), valid, valid);
+    simd::kv4_weighted_sum(cache.V4, col0, hd, s.data(), valid, out + t * qdim + h * hd);
+  });
+}
+
+void attention(const float* q, const LayerCache& cache, int64_t T, int64_t pos0, int64_t nh, int64_t nkv, int64_t hd,
+               float* out) {
+  OBR_CHECK(nkv > 0 && nh % nkv == 0 && pos0 >= 0 && T >= 0 && pos0 + T <= cache.max_len && cache.allocated() &&
+                nkv * hd == cache.kvdim,
+            "attention: ", T, " queries at position ", pos0, " with ", nh, " heads, ", nkv, " kv heads of ", hd,
+            " against a cache of ", cache.max_len, " rows x ", cache.kvdim, cache.allocated() ? "" : " (not allocated)");
+  if (cache.packed())
+    attention_kv4(q, cache, T, pos0, nh, nkv, hd, out);
+  else
+    attention_f32(q, cache, T, pos0, nh, nkv, hd, out);
 }
 
 void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache& cache, int64_t pos0,
@@ -203,8 +283,10 @@ void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache&
   const DecoderLayer& L = m.layers[size_t(li)];
   const int64_t H = c.hidden_size, I = c.intermediate_size, nh = c.num_attention_heads, nkv = c.num_key_value_heads,
                 hd = c.head_dim, qdim = nh * hd, kvdim = nkv * hd;
-  OBR_CHECK(pos0 + T <= cache.K.dim(0), "sequence of ", pos0 + T, " tokens exceeds the KV cache (", cache.K.dim(0),
+  OBR_CHECK(pos0 + T <= cache.max_len, "sequence of ", pos0 + T, " tokens exceeds the KV cache (", cache.max_len,
             " rows)");
+  OBR_CHECK(cache.kvdim == kvdim, "KV cache rows of ", cache.kvdim, " values, this model's are ", kvdim);
+  ensure_storage(cache, m.rt);
   const std::vector<float> inv_freq = rope_inv_freq(c);  // hd/2 values, cheap next to the layer
 
   // ---- attention block
@@ -224,12 +306,17 @@ void layer_forward(const LlamaModel& m, int li, float* h, int64_t T, LayerCache&
     m.rt.had_rows(q.data(), T * nh, hd);
     m.rt.had_rows(k.data(), T * nkv, hd);
   }
-  if (m.rt.quant_kv) {
-    m.rt.quant_kv(k.data(), T, kvdim, hd);
-    m.rt.quant_kv(v.data(), T, kvdim, hd);
+  if (cache.packed()) {  // quantized straight into 4-bit codes (the values quant_kv would store)
+    simd::kv4_write_rows(cache.K4, pos0, k.data(), T, m.rt.kv4);
+    simd::kv4_write_rows(cache.V4, pos0, v.data(), T, m.rt.kv4);
+  } else {
+    if (m.rt.quant_kv) {
+      m.rt.quant_kv(k.data(), T, kvdim, hd);
+      m.rt.quant_kv(v.data(), T, kvdim, hd);
+    }
+    std::copy(k.begin(), k.end(), cache.K.data<float>() + pos0 * kvdim);
+    std::copy(v.begin(), v.end(), cache.V.data<float>() + pos0 * kvdim);
   }
-  std::copy(k.begin(), k.end(), cache.K.data<float>() + pos0 * kvdim);
-  std::copy(v.begin(), v.end(), cache.V.data<float>() + pos0 * kvdim);
   attention(q.data(), cache, T, pos0, nh, nkv, hd, att.data());
   if (m.rt.had_o_input) m.rt.had_heads(att.data(), T, nh, hd);
   if (run_proj(m, L, li, Proj::O, att.data(), T, o.data(), hook, stop_after)) return;

@@ -24,6 +24,7 @@
 #include "core/tensor.h"
 #include "model/config.h"
 #include "model/linear.h"
+#include "simd/kv4_cache.h"
 
 namespace obr {
 
@@ -58,6 +59,13 @@ struct Runtime {
   std::function<void(float* x, int64_t rows, int64_t cols)> quant_act;
   // KV quantizer applied in place to new K and V rows [T, nkv*hd] before they enter the cache.
   std::function<void(float* kv, int64_t rows, int64_t cols, int64_t head_dim)> quant_kv;
+  // Packed KV cache (integer engine): new K and V rows are quantized straight into 4-bit codes
+  // with per (token, group) scale and zero (simd/kv4_cache.h), and attention runs on the codes.
+  // The dequantized values are bitwise those quant_kv would store, so only the summation order
+  // of the attention dot products differs from the f32 cache. Set by enable_packed_kv; when on,
+  // quant_kv is not used. kv4.group is resolved (never 0).
+  bool kv_packed = false;
+  simd::Kv4Quant kv4;
   // Set when the projections quantize their own inputs (the integer engine's PackedLinear).
   bool act_quant_in_linears = false;
   std::string describe() const;
@@ -76,21 +84,47 @@ struct LlamaModel {
 // Loads config.json + safetensors weights (any float dtype -> f32) from a model directory.
 LlamaModel load_llama(const std::string& dir);
 
-// K and V cache of one layer, f32 [max_len, nkv * hd]; rows [0, len) are valid.
+// Switches the packed 4-bit KV cache on for a model of this shape, with the asymmetric KV
+// quantizer q (q.group = 0 means head_dim). Returns false, changing nothing, where the packed
+// layout cannot hold it (kv4_supported: bits 2..4, head_dim and group multiples of 16); the
+// f32 cache and quant_kv then stay in force.
+bool enable_packed_kv(Runtime& rt, const ModelConfig& cfg, simd::Kv4Quant q);
+
+// K and V cache of one layer; rows [0, len) are valid. KVCache::make only records the shape:
+// the first layer_forward allocates the storage in the format the model's Runtime asks for:
+//   f32     K, V f32 [max_len, nkv * hd]        (FP and simulated engines)
+//   packed  K4, V4 (simd/kv4_cache.h): 4-bit codes + f32 scale and zero per (token, group),
+//           0.5 + 8 / group bytes per value    (integer engine, Runtime::kv_packed)
 struct LayerCache {
+  int64_t max_len = 0, kvdim = 0, head_dim = 0;
   Tensor K, V;
+  simd::Kv4Matrix K4, V4;
+  bool allocated() const { return K.defined() || !K4.empty(); }
+  bool packed() const { return !K4.empty(); }
+  int64_t bytes() const;  // storage allocated so far
 };
 struct KVCache {
   std::vector<LayerCache> layers;
   int64_t len = 0;      // tokens already in the cache
   int64_t max_len = 0;
   static KVCache make(const ModelConfig& cfg, int64_t max_len);
+  int64_t bytes() const;  // storage allocated so far, all layers
+  // Bytes the same cache takes in f32: 2 (K, V) * layers * max_len * nkv * hd * 4.
+  int64_t f32_bytes() const;
 };
 
 // Observes the input rows of each projection (for calibration): called with the layer index,
 // the projection, and x [T, in] exactly as the Linear receives it (after the online Hadamard
 // for down/o, before activation quantization).
 using ProjHook = std::function<void(int layer, Proj p, const float* x, int64_t T, int64_t in)>;
+
+// Causal softmax attention of T new queries (positions pos0 .. pos0 + T - 1) against cache
+// rows [0, pos0 + T): q [T, nh*hd] -> out [T, nh*hd]. Query head h reads kv head h / (nh/nkv).
+// f32 cache: scores and P V by sgemm; packed cache: simd::kv4_scores and kv4_weighted_sum. The
+// softmax (max, exp, double sum) is the same code for both. Heads run in parallel; every head
+// is computed by one thread, so results do not depend on the thread count.
+void attention(const float* q, const LayerCache& cache, int64_t T, int64_t pos0, int64_t nh, int64_t nkv, int64_t hd,
+               float* out);
 
 // One decoder layer on h [T, H] in place, positions pos0 .. pos0 + T - 1.
 // Appends T rows to this layer's cache (the caller advances cache.len once per model step).
