@@ -5,13 +5,17 @@
 #   make run      the main job: compress the embedded tiny model with OBR and evaluate it
 #   make bench    build and run the benchmarks in bench/
 #   make debug    ASan + UBSan build, whole test suite
+#   make neon-test  the SIMD kernel tests for aarch64 (NEON), cross-compiled, run under qemu
+#   make cuda       build the optional CUDA module (needs nvcc; cuda_optional/README.md)
+#   make cuda-test  build it and run its oracle test (CPU == SIMD targets == GPU, bit for bit;
+#                   prints "SKIPPED: no CUDA device" and succeeds on a machine without a GPU)
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD ?= build
 CMAKE_FLAGS ?=
 OBR := $(BUILD)/obr
 
-.PHONY: all deps configure build test run bench debug clean
+.PHONY: all deps configure build test run bench debug clean cuda cuda-test neon-test
 
 all: build
 
@@ -55,6 +59,23 @@ debug: deps
 	cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug -DOBR_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build build-debug -j $(JOBS)
 	build-debug/obr_tests
+
+# The kernel tests on aarch64: cross-compiled (g++-aarch64-linux-gnu) with and without the
+# dot-product extension and run under qemu-user; bit-identical to the scalar reference there too.
+neon-test: deps
+	tests/aarch64/neon_check.sh
+
+# Optional CUDA module, in its own build directory (CUDA_BUILD=$(BUILD) reuses the main one's
+# objects). nvcc from PATH, else /usr/local/cuda/bin/nvcc.
+CUDA_BUILD ?= build-cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+cuda: deps
+	@if [ -z "$(NVCC)" ]; then echo "make cuda: no nvcc found (PATH, /usr/local/cuda/bin); the CUDA module is optional"; exit 1; fi
+	cmake -S . -B $(CUDA_BUILD) -DCMAKE_BUILD_TYPE=Release -DOBR_CUDA=ON -DCMAKE_CUDA_COMPILER=$(NVCC) $(CMAKE_FLAGS)
+	cmake --build $(CUDA_BUILD) -j $(JOBS) --target obr_cuda_oracle obr_cuda_bench obr_cuda_export_layer
+
+cuda-test: cuda
+	$(CUDA_BUILD)/cuda_optional/obr_cuda_oracle
 
 clean:
 	rm -rf $(BUILD) build-debug
