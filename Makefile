@@ -3,7 +3,7 @@
 #   make          install missing Debian packages, configure and build (Release, portable)
 #   make test     build and run the unit tests
 #   make run      the main job: compress the embedded tiny model with OBR and evaluate it
-#   make bench    build and run the benchmarks in bench/
+#   make bench    build and run the speed benchmarks in bench/ (bench/README.md)
 #   make debug    ASan + UBSan build, whole test suite
 #   make neon-test  the SIMD kernel tests for aarch64 (NEON), cross-compiled, run under qemu
 #   make cuda       build the optional CUDA module (needs nvcc; cuda_optional/README.md)
@@ -50,10 +50,13 @@ run: build
 	$(OBR) perplexity $(OUTDIR) --engine int4 --text data/text/eval.txt
 	$(OBR) generate $(OUTDIR) --engine int4 --prompt "The Congress of the United States" -n 40
 
-# Kernel benchmarks (decode GEMV / prefill GEMM vs OpenBLAS and oneDNN), 2 threads pinned.
+# Speed benchmarks (bench/README.md): decode GEMV / prefill GEMM (and the seed's 65536-token
+# GEMM) vs OpenBLAS and oneDNN, the online Hadamards' share of a decoder layer, the small model
+# end to end; tables, CSV and PNG charts in out/bench/ (BENCH_OUT=bench/results to refresh the
+# committed ones). All cores, pinned, OPENBLAS_CORETYPE=SkylakeX on AVX-512. About 10 minutes.
+BENCH_OUT ?= out/bench
 bench: build
-	@if [ -z "$${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi; \
-	OMP_PLACES=cores OMP_PROC_BIND=close $(BUILD)/bench_kernels --csv $(BUILD)/bench_kernels.csv
+	BUILD=$(BUILD) OUT=$(BENCH_OUT) bench/run_all.sh
 
 debug: deps
 	cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug -DOBR_SANITIZE=ON $(CMAKE_FLAGS)
