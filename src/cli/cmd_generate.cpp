@@ -43,7 +43,9 @@ static int run_generate(int argc, char** argv) {
          "tokens/s, peak resident memory and KV cache size to stderr. MODEL is a Hugging Face model directory or\n"
          "the output of `obr compress`.");
   a.positional("MODEL", "model directory");
-  a.option("prompt", "", "prompt text (required)");
+  a.option("prompt", "", "prompt text (this or --prompt-file)");
+  a.option("prompt-file", "", "read the prompt from this UTF-8 text file");
+  a.option("prompt-tokens", "0", "use only the first N tokens of the prompt (0: all); for timing a fixed prompt length");
   a.option("tokens", "64", "new tokens to generate");
   a.alias("-n", "--tokens");
   a.option("temp", "0", "sampling temperature (0: greedy)");
@@ -54,17 +56,28 @@ static int run_generate(int argc, char** argv) {
   a.flag("ids", false, "also print the generated token ids");
   if (!a.parse(argc, argv)) return 0;
   if (a.integer("threads") > 0) set_num_threads(int(a.integer("threads")));
-  const std::string prompt = a.str("prompt");
-  OBR_CHECK(!prompt.empty(), "option --prompt is required (the text to continue)");
+  OBR_CHECK(a.str("prompt").empty() != a.str("prompt-file").empty(),
+            "give the text to continue with exactly one of --prompt TEXT and --prompt-file FILE");
+  std::string prompt = a.str("prompt-file").empty() ? a.str("prompt") : read_text_file(a.str("prompt-file"));
   OBR_CHECK(find_invalid_utf8(prompt) == std::string::npos, "--prompt is not valid UTF-8");
+  const int64_t prompt_tokens = a.integer("prompt-tokens");
+  OBR_CHECK(prompt_tokens >= 0, "option --prompt-tokens must be >= 0, got ", prompt_tokens);
   const int64_t n_new = a.integer("tokens");
   OBR_CHECK(n_new >= 0, "option --tokens must be >= 0, got ", n_new);
 
+  Timer load_timer;
   LoadedModel lm = load_any_model(a.pos("MODEL"), false, parse_engine(a.str("engine")));
+  log_info("loaded ", a.pos("MODEL"), " in ", load_timer.seconds(), " s (", lm.model->rt.describe(), ")");
   const LlamaModel& m = *lm.model;
   Tokenizer tok = Tokenizer::from_file(lm.tokenizer_dir);
   std::vector<int32_t> ids = tok.encode(prompt, true);
   OBR_CHECK(!ids.empty(), "the prompt encodes to no tokens");
+  if (prompt_tokens > 0) {
+    OBR_CHECK(int64_t(ids.size()) >= prompt_tokens, "--prompt-tokens ", prompt_tokens, ": the prompt has only ",
+              ids.size(), " tokens");
+    ids.resize(size_t(prompt_tokens));
+    prompt = tok.decode(ids, /*skip_special_tokens=*/true);
+  }
   const int64_t ctx = int64_t(ids.size()) + n_new;
   if (m.cfg.max_position_embeddings > 0 && ctx > m.cfg.max_position_embeddings)
     log_warn("prompt + new tokens = ", ctx, " exceeds the model's max_position_embeddings (", m.cfg.max_position_embeddings,

@@ -80,6 +80,12 @@ inline float pow24_rank(float x) {
 
 }  // namespace
 
+// Built for AVX-512, AVX2 and baseline x86 (GCC picks one at load time): the loop vectorizes 16,
+// 8 or 4 lanes wide with the same per-element arithmetic; no FMA contraction (fp-contract=off
+// for this file), so every target computes the same bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 double weight_clip_error_rank(const float* w, int64_t n, float scale, int bits) {
   const float maxq = float(weight_maxq(bits)), minq = -(maxq + 1.0f);
   constexpr int kLanes = 16;
