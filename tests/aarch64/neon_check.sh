@@ -5,10 +5,11 @@
 #
 #   tests/aarch64/neon_check.sh            (from the repository root; installs the two Debian
 #                                           packages it needs when run as root and they are missing)
-# Environment: NEON_TESTS (doctest filter, default 'kernel*').
+# Environment: NEON_TESTS (doctest filter, default 'kernel*,kv4*': the INT4 matmul and activation
+# quantization kernels, the packed formats, and the KV4 cache kernels).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TESTS=${NEON_TESTS:-kernel*}
+TESTS=${NEON_TESTS:-kernel*,kv4*}
 need=()
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
@@ -25,7 +26,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Only Highway's headers: the rest of /usr/include is x86's.
 mkdir -p "$work/include" && cp -r /usr/include/hwy "$work/include/"
-srcs=(simd/*.cc tests/test_kernels.cpp tests/main.cpp tests/aarch64/hwy_stub.cc)
+# The kernels, their tests, and the little of src/ those tests use (the KV quantizer they are
+# compared with, the tensor type; no BLAS).
+srcs=(simd/*.cc src/compress/quantizer.cpp src/core/tensor.cpp src/core/log.cpp tests/test_kernels.cpp
+      tests/test_kv4_kernels.cpp tests/main.cpp tests/aarch64/hwy_stub.cc)
 status=0
 for march in armv8.2-a+dotprod armv8-a; do
   echo "== aarch64 -march=$march: building" >&2
