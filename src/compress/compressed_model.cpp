@@ -238,7 +238,9 @@ LoadedModel load_any_model(const std::string& path, bool weights_only, Engine en
     Tensor t = st.get(name);
     OBR_CHECK(t.shape() == shape, path, ": tensor '", name, "' has shape ", shape_str(t.shape()), ", expected ",
               shape_str(shape));
-    return t.to_f32();
+    Tensor f = t.to_f32();  // an owned copy: the file's pages can go
+    st.drop_pages(name);
+    return f;
   };
   const int64_t H = c.hidden_size, V = c.vocab_size;
   m->embed = get_f32("model.embed_tokens.weight", {V, H});

@@ -109,6 +109,12 @@ void dense_chunk_tail(const float* x, int64_t L, int K, const float* col, float*
 // Step 2: block a of the output is sum_b H_K[b, a] * block b (blocks of L = P*w floats),
 //         summed in b order into `scratch` (L*K floats), then scaled back into x.
 // `HKt` is H_K transposed (row a = column a of H_K), so step 2 reads it contiguously.
+// Built for AVX-512, AVX2 and baseline x86 (GCC picks one at load time): the loops are
+// element-wise adds, subtracts and products summed in a fixed b order with no FMA contraction,
+// so every version computes the same bits, only more lanes at a time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 void transform_one(float* x, int64_t n, int64_t w, int K, const float* HKt, float scale, float* scratch) {
   const int64_t P = n / K;  // power of two
   const int64_t L = P * w;  // floats per block

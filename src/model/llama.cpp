@@ -53,7 +53,8 @@ static Tensor load_f32(const TensorStore& st, const std::string& name, const Sha
   Tensor t = st.get(name);
   OBR_CHECK(t.shape() == want, "tensor '", name, "' has shape ", shape_str(t.shape()), ", expected ", shape_str(want),
             " from config.json");
-  Tensor f = t.to_f32();
+  Tensor f = t.to_f32();  // an owned copy: the file's pages need not stay resident
+  st.drop_pages(name);
   const float* p = f.data<float>();
   for (int64_t i = 0; i < f.numel(); ++i)
     OBR_CHECK(std::isfinite(p[i]), "tensor '", name, "' holds a non-finite value (", p[i], ") at flat index ", i);

@@ -57,6 +57,10 @@ simd::PackedWeights read_packed_tensors(const TensorStore& st, const std::string
     w.block_offset.assign(offsets.data<int64_t>(), offsets.data<int64_t>() + offsets.numel());
   }
   simd::validate_packed(w, file + ": tensor '" + base + "'");
+  // Everything was copied: the file's pages need not stay resident (a 7B model's packed
+  // weights would otherwise count twice in the resident memory).
+  for (const char* suffix : {".int4", ".scales", ".row_sum", ".masks", ".block_offset"})
+    if (st.has(base + suffix)) st.drop_pages(base + suffix);
   return w;
 }
 
