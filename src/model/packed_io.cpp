@@ -43,7 +43,7 @@ simd::PackedWeights read_packed_tensors(const TensorStore& st, const std::string
     return t;
   };
   const Tensor data = get(".int4", DType::U8);
-  w.data.resize(data.nbytes());
+  w.data.grow(data.nbytes());  // no zero fill: every byte is copied next
   if (data.nbytes()) std::memcpy(w.data.data(), data.raw(), data.nbytes());
   const Tensor scales = get(".scales", DType::F32);
   w.scale.assign(scales.data<float>(), scales.data<float>() + scales.numel());
