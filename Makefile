@@ -61,7 +61,7 @@ bench: build
 # -O1: what ASan recommends; the whole suite then runs in a few minutes instead of many.
 debug: deps
 	cmake -S . -B build-debug -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g" -DOBR_SANITIZE=ON $(CMAKE_FLAGS)
-	cmake --build build-debug -j $(JOBS)
+	cmake --build build-debug -j $(JOBS) --target obr obr_tests
 	build-debug/obr_tests
 
 # The kernel tests on aarch64: cross-compiled (g++-aarch64-linux-gnu) with and without the
